@@ -30,3 +30,9 @@ class IncompatibleError(ForgetctlError):
     """Adapter trained against another base, or shapes that do not fit."""
 
     exit_code = 5
+
+
+class AuthError(ForgetctlError):
+    """Missing or rejected credentials (e.g. a Hub token), or no permission for the operation."""
+
+    exit_code = 6

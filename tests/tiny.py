@@ -66,3 +66,27 @@ def save_tiny_base(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int = 0, r: int = 4, targets="all-linear",
+                      alpha: float | None = None, use_rslora: bool = False, base_fingerprint: str | None = None) -> Path:
+    """A PEFT LoRA adapter with random (non-zero) A and B on a saved tiny base; optional forgetctl.json sidecar."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=alpha or 2 * r, target_modules=targets, init_lora_weights=False,
+                        use_rslora=use_rslora, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():  # random B too, scaled so deltas are visible but the model stays sane
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) * 0.2)
+    peft_model.save_pretrained(str(out_dir))
+    if base_fingerprint is not None:
+        (Path(out_dir) / "forgetctl.json").write_text(json.dumps({"schema": 1, "base_fingerprint": base_fingerprint}))
+    return Path(out_dir)
