@@ -347,5 +347,13 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def quick_mode_threads() -> None:
+    """--quick runs tiny models in-process on a shared CPU: one thread avoids oversubscription stalls."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -77,6 +77,27 @@ def merge(params: dict, section: bc.Section) -> dict:
     return {"export_mb": size, "info_keys": sorted(info) if isinstance(info, dict) else None}
 
 
+def peft_merge(params: dict, section: bc.Section) -> dict:
+    """The obvious way, for context: load base + adapters with peft, merge_and_unload, save_pretrained."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = Path(params["out"])
+    adapters = [str(Path(params["adapters"]) / f"adapter-{i:03d}") for i in range(params["n"])]
+    with section:
+        model = AutoModelForCausalLM.from_pretrained(params["base"], dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, adapters[0], adapter_name="a0")
+        for i, d in enumerate(adapters[1:], start=1):
+            model.load_adapter(d, adapter_name=f"a{i}")
+        model.base_model.set_adapter([f"a{i}" for i in range(len(adapters))])
+        merged = model.merge_and_unload()
+        merged.save_pretrained(str(out), safe_serialization=True)
+    size = _dir_mb(out)
+    shutil.rmtree(out)
+    return {"export_mb": size}
+
+
 def setup(params: dict, section: bc.Section) -> dict:
     """The base (tiny random one for --quick, else resolve_base) and the random adapters."""
     work = Path(params["work"])
@@ -93,7 +114,7 @@ def setup(params: dict, section: bc.Section) -> dict:
     return {"base": str(base), "base_mb": _weights_mb(base), **made}
 
 
-ARMS = {"setup": setup, "floor": floor, "merge": merge}
+ARMS = {"setup": setup, "floor": floor, "merge": merge, "peft_merge": peft_merge}
 
 
 def _dir_mb(path: Path) -> float:
@@ -112,8 +133,11 @@ def main() -> int:
     parser.add_argument("--counts", default=None, help="comma-separated adapter counts (default 1,4,16,64)")
     parser.add_argument("--base", default=None, help="base spec (default: the embedded SmolLM2)")
     args = parser.parse_args()
+    if args.quick:
+        bc.quick_mode_threads()
     counts = [int(c) for c in args.counts.split(",")] if args.counts else ([1, 4] if args.quick else [1, 4, 16, 64])
-    repeats = args.repeats or (1 if args.quick else 3)
+    # one round by default: merging 64 adapters takes minutes on a 2-core CPU; --repeats N to interleave more
+    repeats = args.repeats or 1
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-compose-"))
     try:
         # --quick runs every arm inside this process (a smoke test: memory figures then mean little);
@@ -126,6 +150,10 @@ def main() -> int:
         arms = [("floor", "floor", {"base": base, "out": str(work / "out-floor")})]
         arms += [(f"merge x{n}", "merge", {"base": base, "adapters": str(work / "adapters"), "n": n,
                                           "out": str(work / f"out-{n}")}) for n in counts]
+        if not args.quick:
+            n = 16 if 16 in counts else max(counts)
+            arms.append((f"peft merge_and_unload x{n} (context)", "peft_merge",
+                         {"base": base, "adapters": str(work / "adapters"), "n": n, "out": str(work / "out-peft")}))
         runs = bc.run_arms(__file__, arms, repeats, inprocess=inproc)
 
         f_sec = bc.median(x.result["section_s"] for x in runs["floor"])

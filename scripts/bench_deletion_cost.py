@@ -47,27 +47,21 @@ def _records(rows) -> list:
 def scenario(params: dict) -> dict:
     """{"base", "deployed", "never_seen", "sets", "teach_config", "taught_retain"} for the run.
 
-    Full mode: forgetctl.ops.scenario (the deployed model is cached after its first build).
+    Full mode: forgetctl.ops.scenario, forgetting one deployed person (the deployed model is cached
+    after its first build; the never-seen model is what the retrain arm rebuilds, so it is not scored apart).
     Quick mode: a tiny random base taught a few people for a couple of epochs, cached in the workdir.
     """
-    if not params["quick"]:
-        from forgetctl.ops import scenario as sc
+    if params["quick"]:
+        return _quick_scenario(Path(params["work"]))
+    from forgetctl.adapters.base_model import resolve_base
+    from forgetctl.adapters.finetune import TeachConfig
+    from forgetctl.ops import scenario as sc
 
-        return sc.benchmark_scenario() if hasattr(sc, "benchmark_scenario") else _from_scenario_module(sc)
-    return _quick_scenario(Path(params["work"]))
-
-
-def _from_scenario_module(sc) -> dict:
-    sets = sc.scenario_sets()
-    out = {"base": str(sc.base_dir()) if hasattr(sc, "base_dir") else None, "deployed": str(sc.deployed_model()),
-           "never_seen": str(sc.never_seen_model()), "sets": sets}
-    if out["base"] is None:
-        from forgetctl.adapters.base_model import resolve_base
-
-        out["base"] = str(resolve_base())
-    out["teach_config"] = getattr(sc, "TEACH_CONFIG", None)
-    out["taught_retain"] = sc.taught_retain() if hasattr(sc, "taught_retain") else None
-    return out
+    person = params.get("person") or sc.deployed_people()[0]
+    sets = sc.scenario_sets([person])
+    return {"base": str(resolve_base()), "deployed": str(sc.deployed_model()), "never_seen": None, "sets": sets,
+            "facts": sc.scenario_facts([person]), "teach_config": TeachConfig(**sc.TEACH),
+            "taught_retain": sets["retain"], "person_index": sc.deployed_people().index(person)}
 
 
 def _quick_scenario(work: Path) -> dict:
@@ -84,6 +78,7 @@ def _quick_scenario(work: Path) -> dict:
     people = splits["deployed"][:3]
     by = {p: [Record(question=r["question"], answer=r["answer"]) for r in rows if r["person"] == p]
           for p in people + splits["never_seen"][:1]}
+    fact = {p: [r["fact"] for r in rows if r["person"] == p] for p in people + splits["never_seen"][:1]}
     forget, retain = by[people[0]], by[people[1]] + by[people[2]]
     config = TeachConfig(epochs=2, batch_size=6, max_length=64, warmup_steps=1)
     base = work / "tiny-base"
@@ -91,12 +86,13 @@ def _quick_scenario(work: Path) -> dict:
         save_tiny_base(base, hidden=64, layers=2)
     deployed, never_seen = work / "deployed", work / "never-seen"
     if not deployed.is_dir():
-        teach_facts(base, forget + retain, deployed, config)
+        teach_facts(base, forget + retain, deployed, config=config)
     if not never_seen.is_dir():
-        teach_facts(base, retain, never_seen, config)
+        teach_facts(base, retain, never_seen, config=config)
     sets = {"forget": forget, "retain": retain, "holdout": by[splits["never_seen"][0]]}
-    return {"base": str(base), "deployed": str(deployed), "never_seen": str(never_seen), "sets": sets,
-            "teach_config": config, "taught_retain": retain}
+    facts = {"forget": fact[people[0]], "retain": fact[people[1]] + fact[people[2]], "holdout": fact[splits["never_seen"][0]]}
+    return {"base": str(base), "deployed": str(deployed), "never_seen": str(never_seen), "sets": sets, "facts": facts,
+            "teach_config": config, "taught_retain": retain, "person_index": 0}
 
 
 def _forget_config(params: dict):
@@ -108,11 +104,12 @@ def _forget_config(params: dict):
     return config
 
 
-def _evaluate(model, tokenizer, sets: dict, quick: bool) -> dict:
+def _evaluate(model, tokenizer, s: dict, quick: bool) -> dict:
+    """evaluate_model on forget/retain/holdout; a record leaks when its short fact is generated."""
     from forgetctl.adapters.evaluate import evaluate_model
 
-    return evaluate_model(model, tokenizer, sets, max_length=64 if quick else 256, batch_size=16,
-                          max_new_tokens=8 if quick else 32)
+    return evaluate_model(model, tokenizer, s["sets"], max_length=64 if quick else 256, batch_size=16,
+                          max_new_tokens=8 if quick else 32, answer_keys=s.get("facts"))
 
 
 def _size_mb(path: Path, pattern: str = "*.safetensors") -> float:
@@ -128,7 +125,7 @@ def score(params: dict, section: bc.Section) -> dict:
 
     s = scenario(params)
     model, tok = load_base(s[params["which"]], device="cpu")
-    return {"scores": _evaluate(model, tok, s["sets"], params["quick"]), "model_mb": _size_mb(s[params["which"]])}
+    return {"scores": _evaluate(model, tok, s, params["quick"]), "model_mb": _size_mb(s[params["which"]])}
 
 
 def adapter(params: dict, section: bc.Section) -> dict:
@@ -145,7 +142,7 @@ def adapter(params: dict, section: bc.Section) -> dict:
         result = train_forget_adapter(s["deployed"], [], sets["forget"], sets["retain"], config, out,
                                       holdout=sets.get("holdout"))
     model = load_stacked(s["deployed"], [out], device="cpu")
-    scores = _evaluate(model, load_tokenizer(s["deployed"]), sets, params["quick"])
+    scores = _evaluate(model, load_tokenizer(s["deployed"]), s, params["quick"])
     return {"scores": scores, "artifact_mb": _size_mb(out), "model_mb": _size_mb(s["deployed"]), "steps": result.steps,
             "stop_reason": result.stop_reason, "lr": config.lr, "method": config.method}
 
@@ -207,7 +204,7 @@ def full_param(params: dict, section: bc.Section) -> dict:
         policy.requires_grad_(False)
         policy.save_pretrained(str(out), safe_serialization=True)
     del reference, model
-    scores = _evaluate(policy, tok, sets, params["quick"])
+    scores = _evaluate(policy, tok, s, params["quick"])
     return {"scores": scores, "artifact_mb": _size_mb(out), "model_mb": _size_mb(s["deployed"]), "steps": steps,
             "stop_reason": stop_reason, "lr": config.lr, "method": config.method}
 
@@ -221,9 +218,9 @@ def retrain(params: dict, section: bc.Section) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     retain_records = s.get("taught_retain") or s["sets"]["retain"]
     with section:
-        result = teach_facts(s["base"], retain_records, out, s.get("teach_config"))
+        result = teach_facts(s["base"], retain_records, out, config=s.get("teach_config"))
     model, tok = load_base(out, device="cpu")
-    scores = _evaluate(model, tok, s["sets"], params["quick"])
+    scores = _evaluate(model, tok, s, params["quick"])
     return {"scores": scores, "artifact_mb": _size_mb(out), "model_mb": _size_mb(s["deployed"]), "steps": result.steps,
             "records": len(retain_records)}
 
@@ -232,7 +229,8 @@ def prepare(params: dict, section: bc.Section) -> dict:
     """Build (or find cached) the scenario's models once, before any timed arm."""
     s = scenario(params)
     return {k: s[k] for k in ("base", "deployed", "never_seen")} | {
-        "sets": {k: len(v) for k, v in s["sets"].items()}}
+        "sets": {k: len(v) for k, v in s["sets"].items()}, "taught_retain": len(s["taught_retain"]),
+        "forgotten": f"deployed person #{s['person_index'] + 1}"}
 
 
 ARMS = {"prepare": prepare, "score": score, "adapter": adapter, "full_param": full_param, "retrain": retrain}
@@ -248,17 +246,22 @@ def _pick(scores: dict, keys) -> dict:
 def main() -> int:
     parser = bc.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--skip-retrain", action="store_true", help="leave out the (slow) retraining arm")
+    parser.add_argument("--person", default=None, help="deployed person to forget (default: the first one)")
     args = parser.parse_args()
+    if args.quick:
+        bc.quick_mode_threads()
     repeats = args.repeats or 1
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-deletion-"))
     inproc = ARMS if args.quick else None
     try:
-        common = {"quick": args.quick, "work": str(work)}
+        common = {"quick": args.quick, "work": str(work), "person": args.person}
         bc.log("preparing the scenario (deployed and never-seen models)")
         prep = bc.run_arm(__file__, "prepare", common, inprocess=inproc)
         bc.log(f"scenario: {prep.result}")
-        refs = {label: bc.run_arm(__file__, "score", {**common, "which": which}, inprocess=inproc)
-                for label, which in (("deployed (before)", "deployed"), ("never-seen model (target)", "never_seen"))}
+        which = [("deployed (before)", "deployed")]
+        if prep.result["never_seen"]:  # else the retrain arm builds exactly the never-seen model
+            which.append(("never-seen model (target)", "never_seen"))
+        refs = {label: bc.run_arm(__file__, "score", {**common, "which": w}, inprocess=inproc) for label, w in which}
         arms = [("forget adapter", "adapter", {**common, "out": str(work / "out-adapter")}),
                 ("full-parameter unlearning", "full_param", {**common, "out": str(work / "out-full")})]
         if not args.skip_retrain:
@@ -305,6 +308,14 @@ def main() -> int:
             forgets = all(ad.get(k, 0) <= rt.get(k, 0) + 0.05 for k in ("forget_rougeL_recall", "forget_exact_answer_rate"))
             targets[f">= {TARGET_CHEAPER:.0f}x cheaper than retraining at equal or better forgetting"] = {
                 "ratio": cheaper, "forgetting_at_least_as_good": forgets, "met": cheaper >= TARGET_CHEAPER and forgets}
+            # Retraining cost grows with the fine-tune's size, the adapter's with the forget set's: say where
+            # the measured ratio would cross the target if retraining scaled linearly (an extrapolation).
+            per_record = med("retrain on retain only", "section_s") / prep.result["taught_retain"]
+            extrapolation = {"retrain_s_per_taught_record": per_record,
+                             "taught_records_for_target": TARGET_CHEAPER * ref_time / per_record}
+            print(f"extrapolation (not measured): retraining costs {per_record:.2f} s per taught record; at "
+                  f"{TARGET_CHEAPER:.0f}x the adapter's time that is a fine-tune of "
+                  f"~{extrapolation['taught_records_for_target']:,.0f} records (this one has {prep.result['taught_retain']})")
         for name, t in targets.items():
             extra = "" if "forgetting_at_least_as_good" not in t else f", forgetting as good: {t['forgetting_at_least_as_good']}"
             print(f"target: {name}: {bc.verdict(t['met'])} ({t['ratio']:.3g}{extra})")
@@ -313,6 +324,7 @@ def main() -> int:
             {"scenario": prep.result, "repeats": repeats, "full_param_lr": FULL_PARAM_LR,
              "arms": {label: [x.result for x in rs] for label, rs in runs.items()},
              "reference_scores": {k: v.result["scores"] for k, v in refs.items()}, "targets": targets,
+             "extrapolation": locals().get("extrapolation"),
              "markdown": bc.markdown_table(cost_cols, cost_rows) + "\n\n" + bc.markdown_table(["model"] + keys, score_rows)},
             args.out)
         print(f"results: {path}")

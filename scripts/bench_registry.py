@@ -21,6 +21,17 @@ import bench_common as bc  # noqa: E402
 
 HEAVY = ("torch", "transformers", "peft", "accelerate", "safetensors.torch")
 FINGERPRINT = "sha256:" + "b" * 64
+# A sidecar as ops/train.py writes it (ForgetConfig.to_dict() and before/after metrics), so that
+# listing and showing pay for realistic metadata, not a toy dict.
+HYPERPARAMETERS = {
+    "method": "npo", "rank": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": "all-linear", "lr": 2e-4,
+    "steps": 40, "epochs": None, "batch_size": 4, "grad_accum": 1, "max_length": 256, "max_grad_norm": 1.0,
+    "seed": 0, "device": "auto", "dtype": "auto", "gradient_checkpointing": False, "retain_weight": 1.0,
+    "kl_weight": 0.0, "npo_beta": 0.1, "simnpo_beta": 4.5, "simnpo_gamma": 0.0, "idk_answers": None,
+    "rmu_layer": None, "rmu_steering_coeff": 6.5, "rmu_alpha": 100.0, "forget_nll_target": None,
+    "extraction_target": None, "retain_nll_max_increase": 0.5, "check_every": 5, "schema": 1,
+}
+METRICS = {f"{s}_{m}": 0.5 for s in ("forget", "retain", "holdout") for m in ("nll", "answer_prob", "rougeL_recall", "kl")}
 LIST_TARGET_S = 0.5
 
 
@@ -57,10 +68,12 @@ def populate(params: dict, section: bc.Section) -> dict:
             (folder / "adapter_config.json").write_text(json.dumps(adapter_config))
             meta = {
                 "schema": 1, "request_id": f"req-{i:06d}", "reason": "gdpr", "subject": f"person {i}",
-                "method": "npo", "hyperparameters": {"r": 2}, "base_fingerprint": FINGERPRINT,
-                "parent_composition": reg.head().id, "metrics_before": {"forget_nll": 0.4},
-                "metrics_after": {"forget_nll": 2.0}, "stop_reason": "target_met", "steps": 10,
-                "device": "cpu", "dtype": "float32",
+                "method": "npo", "hyperparameters": HYPERPARAMETERS, "base_fingerprint": FINGERPRINT,
+                "parent_composition": reg.head().id, "metrics_before": METRICS, "metrics_after": METRICS,
+                "stop_reason": "target_met", "steps": 10, "device": "cpu", "dtype": "float32",
+                "started_at": "2026-12-03T20:00:00Z", "finished_at": "2026-12-03T20:01:00Z",
+                "versions": {"forgetctl": "0.1.0", "torch": "2.13.0", "transformers": "5.25.0", "peft": "0.21.2"},
+                "data_sha256": {"forget": "f" * 64, "retain": "e" * 64},
             }
             version = reg.register_adapter(folder, meta, None, actor="bench")
             shutil.rmtree(folder)

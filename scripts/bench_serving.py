@@ -99,6 +99,8 @@ def main() -> int:
     parser.add_argument("--base", default=None, help="base spec (default: the embedded SmolLM2)")
     parser.add_argument("--new-tokens", type=int, default=None)
     args = parser.parse_args()
+    if args.quick:
+        bc.quick_mode_threads()
     repeats = args.repeats or (1 if args.quick else 3)
     big = 4 if args.quick else 16
     new_tokens = args.new_tokens or (8 if args.quick else 64)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys
+import json, resource, sys, time
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 import torch, transformers, peft, safetensors
@@ -26,12 +26,13 @@ from forgetctl.adapters import compose
 base, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 adapters = json.loads(sys.argv[4])
 baseline = rss_mb()
+started = time.monotonic()
 if mode == "streaming":
     compose.merge_export(base, adapters, out, card="measure")
 else:
     model, tokenizer = compose.load_merged(base, adapters, device="cpu")
     model.save_pretrained(out)
-print(json.dumps({"baseline_mb": baseline, "peak_mb": rss_mb()}))
+print(json.dumps({"baseline_mb": baseline, "peak_mb": rss_mb(), "seconds": time.monotonic() - started}))
 """
 
 
@@ -92,6 +93,7 @@ def measure(base_spec: str | None = None, adapters: int = 3, workdir: str | None
                 "import_baseline_mb": round(r["baseline_mb"], 1),
                 "peak_over_model": round(r["peak_mb"] / model_mb, 3),
                 "above_baseline_over_model": round((r["peak_mb"] - r["baseline_mb"]) / model_mb, 3),
+                "seconds": round(r["seconds"], 2),
             }
     return result
 
@@ -111,7 +113,7 @@ def main() -> None:
         m = r[mode]
         print(
             f"  {mode:9s} peak RSS {m['peak_rss_mb']:7.1f} MB = {m['peak_over_model']:.2f}x model "
-            f"(import baseline {m['import_baseline_mb']:.0f} MB; above it {m['above_baseline_over_model']:.2f}x model)"
+            f"(import baseline {m['import_baseline_mb']:.0f} MB; above it {m['above_baseline_over_model']:.2f}x model), {m['seconds']:.1f} s"
         )
 
 

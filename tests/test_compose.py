@@ -93,6 +93,11 @@ def test_export_is_deterministic_and_replaces_previous_export(tiny_base_dir, thr
     assert r3["replaced_previous_export"] and r3["weight_files"] != r1["weight_files"]
     assert sha(tmp_path / "x" / "model.safetensors") == r3["weight_files"]["model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x", "y"]
+    # A previous export that someone has since added their own files to is not replaced.
+    (tmp_path / "x" / "serving-notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="serving-notes.txt"):
+        compose.merge_export(tiny_base_dir, three, tmp_path / "x")
+    assert sha(tmp_path / "x" / "model.safetensors") == r3["weight_files"]["model.safetensors"]
 
 
 def test_empty_composition_exports_the_base_tensors(tiny_base_dir, tmp_path):
@@ -129,11 +134,13 @@ def test_bf16_base_stays_bf16(tiny_base_dir, three, tmp_path):
     with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as a, safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as b:
         for key in b.keys():
             assert b.get_tensor(key).dtype == torch.bfloat16, key
-        # fp32 arithmetic with one rounding at the end: exactly (bf16 base + fp32 sum of deltas) -> bf16
-        expected = a.get_tensor(f"{name}.weight").float()
+        # high-precision sum with one rounding at the end: (bf16 base + sum of deltas) -> bf16
+        expected = a.get_tensor(f"{name}.weight").double()
         for f in factors:
-            expected += f[name].delta()
-        assert torch.equal(b.get_tensor(f"{name}.weight"), expected.to(torch.bfloat16))
+            expected += (f[name].B.double() @ f[name].A.double()) * f[name].scale
+        got = b.get_tensor(f"{name}.weight")
+        assert not torch.equal(got, a.get_tensor(f"{name}.weight"))
+        assert torch.equal(got, expected.to(torch.bfloat16))
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
     assert merged.dtype == torch.bfloat16
 
@@ -269,3 +276,38 @@ def test_export_loads_and_generates_without_forgetctl(tiny_base_dir, three, tmp_
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().startswith("OK")
+
+
+@pytest.mark.slow
+def test_real_base_stack_and_export_agree(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from forgetctl.adapters.base_model import resolve_base
+    from forgetctl.errors import ForgetctlError
+
+    try:
+        base_dir = resolve_base()
+    except ForgetctlError as exc:
+        pytest.skip(f"real base unavailable: {exc}")
+    adapters = []
+    for i, targets in enumerate(["all-linear", ["q_proj", "v_proj"]]):
+        model, _ = load_base(base_dir, device="cpu")
+        torch.manual_seed(i)
+        peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM"))
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn_like(p) * 0.01)
+        peft_model.save_pretrained(tmp_path / f"ad{i}")
+        adapters.append(tmp_path / f"ad{i}")
+        del model, peft_model
+    ids = torch.tensor([[1, 504, 3458, 314, 253, 1345, 30, 2, 198, 1517]])
+    stacked = compose.load_stacked(base_dir, adapters, device="cpu")
+    expected = logits_of(stacked, ids)
+    del stacked
+    result = compose.merge_export(base_dir, adapters, tmp_path / "out", card="real")
+    assert result["tensors_changed"] == 30 * 7
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
+    got = logits_of(merged, ids)
+    assert (got - expected).abs().max() < 1e-3
+    assert (got.argmax(-1) == expected.argmax(-1)).all()

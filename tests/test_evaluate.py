@@ -57,7 +57,7 @@ def test_batched_equals_one_at_a_time(model, tok):
     single = evaluate_model(model, tok, sets, reference=make_model(tok, seed=3), batch_size=1, max_new_tokens=6)
     assert batched.keys() == single.keys()
     for key in batched:
-        assert batched[key] == pytest.approx(single[key], abs=1e-5), key
+        assert batched[key] == pytest.approx(single[key], rel=1e-6, abs=1e-5), key  # ppl = exp(nll) scales float noise
     manual = sum(_manual_nll(model, tok, r) for r in FORGET) / len(FORGET)
     assert batched["forget_nll"] == pytest.approx(manual, abs=1e-5)
     assert batched["forget_answer_prob"] == pytest.approx(

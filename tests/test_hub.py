@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -16,9 +18,9 @@ from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from forgetctl.cli import cli
-from forgetctl.errors import AuthError, IncompatibleError, InputError, NotFoundError
+from forgetctl.errors import AuthError, ForgetctlError, IncompatibleError, InputError, IntegrityError, NotFoundError
 from forgetctl.registry import Registry, commit, fingerprint
-from forgetctl.registry.hub import pull, push_version
+from forgetctl.registry.hub import hub_base_model, is_official, parse_spec, pull, push_version
 from tests.hubserver.fixture import hub, hub_env  # noqa: F401
 from tests.registry_util import lora_dir  # noqa: F401
 
@@ -72,13 +74,45 @@ save_file(out, job["out"])
 """
 
 
-def _child_logits(hub_env, job: dict) -> dict:
-    """Load from the Hub in a fresh process (HF_ENDPOINT set, offline mode off), logits back via safetensors."""
+@pytest.mark.parametrize("spec, expected", [
+    ("alice/model", ("alice/model", None)), ("alice/model@v3", ("alice/model", "v3")),
+    ("org/m.v2@v3-0123456789ab", ("org/m.v2", "v3-0123456789ab")), ("a/b@refs/pr/1", ("a/b", "refs/pr/1")),
+    ("a/b@", ("a/b", None)),  # an empty revision means the default branch
+])
+def test_parse_spec(spec, expected):
+    assert parse_spec(spec) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "model", "a/b/c", "../x", "a/..", "a/b@../x", "a/b@-x", "a b/c", "a/b.git"])
+def test_parse_spec_refuses_malformed(bad):
+    with pytest.raises(InputError):
+        parse_spec(bad)
+
+
+def test_base_model_names_and_official_endpoints(tmp_path):
+    assert hub_base_model("smollm2", "/cache/x") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_base_model("meta-llama/Llama-3.2-1B", "/cache/snap") == "meta-llama/Llama-3.2-1B"
+    assert hub_base_model(str(tmp_path / "my-base"), str(tmp_path / "my-base")) == "my-base"
+    assert is_official("https://huggingface.co") and is_official("https://hub-ci.huggingface.co")
+    assert not is_official("http://127.0.0.1:8080") and not is_official("https://huggingface.co.evil.example")
+
+
+def test_registry_hub_module_imports_without_torch():
+    code = "import sys, forgetctl.registry.hub, forgetctl.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _child_env(endpoint: str, token: str, hf_home: Path) -> dict:
+    """A fresh process's view: HF_ENDPOINT set, offline mode off, its own HF_HOME (no real cache or login)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    return {**env, "HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HOME": str(hf_home), "PYTHONPATH": str(ROOT)}
+
+
+def _child_logits(env: dict, job: dict) -> dict:
+    """Load from the Hub in a fresh process; logits come back through a safetensors file."""
     from safetensors.torch import load_file
 
-    env = hub_env.child_env(dict(os.environ))
-    env["HF_TOKEN"] = hub_env.token
-    env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], capture_output=True, text=True,
                           timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -142,9 +176,10 @@ def test_push_loads_by_revision_in_fresh_process_with_same_logits(ws, hub, hub_e
     assert push_version(reg.home, comp.label, MERGED_REPO, merged=True, endpoint=hub_env.url,
                         token=hub_env.token)["changed"] is False
 
-    got = _child_logits(hub_env, {"base": str(reg.base.path), "local": str(reg.adapter_dir(version)),
-                                  "repo": REPO, "revision": result["revision"], "out": str(tmp_path / "l.st"),
-                                  "merged_repo": MERGED_REPO, "merged_revision": merged["revision"]})
+    job = {"base": str(reg.base.path), "local": str(reg.adapter_dir(version)), "repo": REPO,
+           "revision": result["revision"], "out": str(tmp_path / "l.st"), "merged_repo": MERGED_REPO,
+           "merged_revision": merged["revision"]}
+    got = _child_logits(_child_env(hub_env.url, hub_env.token, hub_env.hf_home), job)
     assert (got["hub"] - got["local"]).abs().max().item() <= 1e-6
     assert (got["merged"] - got["local"]).abs().max().item() <= 1e-4  # folded in fp32, same function
     assert (got["hub"] - got["base"]).abs().max().item() > 1e-3  # the adapter really is applied
@@ -232,8 +267,20 @@ def test_clear_errors_for_missing_repo_revision_and_bad_tokens(ws, hub_env, monk
         pull(home, REPO, endpoint=url, token="hf_not_a_real_token")
     with pytest.raises(InputError):
         pull(home, "not a repo", endpoint=url)
+    api = HfApi(endpoint=url, token=hub_env.token)
+    api.create_repo("alice/plain-peft")
+    with _no_xet():  # a PEFT adapter uploaded by hand: no manifest, no base fingerprint
+        api.upload_folder(folder_path=str(reg.adapter_dir(_version)), repo_id="alice/plain-peft",
+                          allow_patterns=["adapter_*"])
+    with pytest.raises(InputError, match="not pushed by forgetctl"):
+        pull(home, "alice/plain-peft", endpoint=url, token=hub_env.token)
     with pytest.raises(NotFoundError):
         push_version(home, "v7", REPO, endpoint=url, token=hub_env.token)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ForgetctlError, match="HF_HUB_OFFLINE"):
+        pull(home, REPO, endpoint=url, token=hub_env.token)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     result = CliRunner().invoke(cli, ["--home", str(home), "pull", f"{REPO}@v99", "--endpoint", url])
@@ -245,11 +292,60 @@ def test_clear_errors_for_missing_repo_revision_and_bad_tokens(ws, hub_env, monk
     assert result.exit_code == NotFoundError.exit_code and "not found" in result.output
 
 
-def test_saved_login_token_and_hf_endpoint_are_used(ws, hub_env):
+def test_saved_login_token_hf_endpoint_and_base_model_override(ws, hub_env, tmp_path):
     reg, version = ws
     Path(constants.HF_TOKEN_PATH).write_text(hub_env.token)  # what `hf auth login` leaves behind
-    result = push_version(reg.home, version.id[:10], REPO)  # endpoint from HF_ENDPOINT, token from the login
-    assert result["endpoint"] == hub_env.url and result["changed"] is True
+    result = push_version(reg.home, version.id[:10], REPO, base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert result["endpoint"] == hub_env.url and result["changed"] is True  # endpoint from HF_ENDPOINT
+    files = _all_remote_text(HfApi(endpoint=hub_env.url, token=hub_env.token), REPO, "v1", tmp_path)
+    assert _front_matter(files["README.md"].decode())["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    manifest = json.loads(files["forgetctl.json"])["hub"]["files"]
+    assert manifest["adapter_config.json"] == hashlib.sha256(files["adapter_config.json"]).hexdigest()
+
+
+def test_pull_detects_files_changed_on_the_hub(ws, hub_env, tiny_base_dir, tmp_path):
+    reg, version = ws
+    push_version(reg.home, "v1", REPO, endpoint=hub_env.url, token=hub_env.token)
+    weights = bytearray((reg.adapter_dir(version) / "adapter_model.safetensors").read_bytes())
+    weights[-1] ^= 0x01  # someone with write access edits the weights but not the manifest
+    api = HfApi(endpoint=hub_env.url, token=hub_env.token)
+    with _no_xet():
+        api.upload_file(path_or_fileobj=bytes(weights), path_in_repo="adapter_model.safetensors", repo_id=REPO)
+    reg2, _ = _workspace(tmp_path / "ws2", tiny_base_dir)
+    try:
+        with pytest.raises(IntegrityError, match="adapter_model.safetensors"):
+            pull(reg2.home, REPO, endpoint=hub_env.url, token=hub_env.token)
+        assert reg2.adapters() == []
+        assert pull(reg2.home, f"{REPO}@v1", endpoint=hub_env.url, token=hub_env.token)["version"] == "v1"
+    finally:
+        reg2.close()
+
+
+def test_pushing_another_version_keeps_older_tags_loadable(ws, lora_dir, hub_env, tmp_path):  # noqa: F811
+    reg, first = ws
+    meta = dict(first.meta, request_id="req-0002", parent_composition=None)
+    second = reg.register_adapter(lora_dir, meta, None, actor="tester")
+    a = push_version(reg.home, "v1", REPO, endpoint=hub_env.url, token=hub_env.token)
+    b = push_version(reg.home, "v2", REPO, endpoint=hub_env.url, token=hub_env.token)
+    api = HfApi(endpoint=hub_env.url, token=hub_env.token)
+    assert a["commit"] != b["commit"] and api.model_info(REPO).sha == b["commit"]
+    tags = {t.name: t.target_commit for t in api.list_repo_refs(REPO).tags}
+    assert tags["v1"] == a["commit"] and tags["v2"] == b["commit"]
+    for rev, v in (("v1", first), ("v2", second)):
+        side = json.loads(Path(api.hf_hub_download(REPO, "forgetctl.json", revision=rev,
+                                                   cache_dir=tmp_path / "c")).read_text())
+        assert side["hub"]["source_adapter_id"] == v.id
+
+
+@contextlib.contextmanager
+def _no_xet():
+    saved = constants.HF_HUB_DISABLE_XET
+    constants.HF_HUB_DISABLE_XET = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DISABLE_XET = saved
 
 
 @pytest.mark.skipif(not (os.environ.get("FORGETCTL_REAL_HUB_ENDPOINT") and os.environ.get("FORGETCTL_REAL_HUB_TOKEN")),
@@ -266,15 +362,9 @@ def test_contract_round_trip_against_a_real_hub(tiny_base_dir, lora_dir, tmp_pat
         pushed = push_version(reg.home, "v1", repo, private=True, endpoint=url, token=token)
         assert push_version(reg.home, "v1", repo, endpoint=url, token=token)["changed"] is False
 
-        class _Env:
-            def child_env(self, base):
-                env = {k: v for k, v in base.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-                return {**env, "HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "hf_home")}
-            token = None
-
-        _Env.token = token
-        got = _child_logits(_Env(), {"base": str(reg.base.path), "local": str(reg.adapter_dir(version)),
-                                     "repo": repo, "revision": pushed["revision"], "out": str(tmp_path / "l.st")})
+        got = _child_logits(_child_env(url, token, tmp_path / "hf_home"), {
+            "base": str(reg.base.path), "local": str(reg.adapter_dir(version)), "repo": repo,
+            "revision": pushed["revision"], "out": str(tmp_path / "l.st")})
         assert (got["hub"] - got["local"]).abs().max().item() <= 1e-6
         reg2, _ = _workspace(tmp_path / "ws2", tiny_base_dir)
         assert pull(reg2.home, f"{repo}@v1", endpoint=url, token=token)["commit"] == pushed["commit"]

@@ -171,3 +171,19 @@ def test_errors_map_to_the_clients_exception_types(api, hub_env, tmp_path):
         api.upload_file(path_or_fileobj=b"---\ntags: {a: 1}\n---\n", path_in_repo="README.md", repo_id="alice/err")
     assert api.list_repo_files("alice/err") == [".gitattributes"]  # nothing half-committed
     assert api.whoami()["name"] == "alice"
+
+
+def test_concurrent_commits_to_one_branch_are_all_kept(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    api.create_repo("alice/busy")
+
+    def add(i: int) -> str:
+        return api.upload_file(path_or_fileobj=f"file {i}".encode(), path_in_repo=f"f{i}.txt", repo_id="alice/busy",
+                               commit_message=f"add {i}").oid
+
+    with ThreadPoolExecutor(4) as pool:
+        oids = list(pool.map(add, range(6)))
+    assert len(set(oids)) == 6
+    assert sorted(api.list_repo_files("alice/busy")) == [".gitattributes"] + [f"f{i}.txt" for i in range(6)]
+    assert len(api.list_repo_commits("alice/busy")) == 7

@@ -99,6 +99,8 @@ def test_no_forget_text_anywhere_in_the_workspace(reg, lora_dir):
     assert any(path.endswith("-wal") for path in files), "expected SQLite WAL files to search"
     needles = [marker] + [v for r in records for v in (r.question, r.answer, r.text) if v]
     needles += ["Quiet Lane", "+351 555 0199"]
+    # positive control: the search does find what the registry is meant to keep
+    assert any(b"subject req-private" in data for data in files.values())
     for path, data in files.items():
         for needle in needles:
             for encoding in ("utf-8", "utf-16-le"):

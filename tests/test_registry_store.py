@@ -197,3 +197,18 @@ def test_orphan_object_folders_are_collected(reg, lora_dir):
     assert reg.collect_orphans(min_age_s=0) == ["f" * 64]
     assert not orphan.exists() and len(list(reg.ws.adapters_dir.iterdir())) == 1
     assert reg.verify() == []
+
+
+def test_dead_writers_staging_folders_are_cleaned_later(reg, lora_dir):
+    import os
+    import time
+
+    stale, fresh = reg.ws.tmp_dir / "adapter-dead", reg.ws.tmp_dir / "adapter-live"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"half a copy")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    assert reg.verify() == []  # orphans are not corruption
+    register(reg, lora_dir, "req-1")
+    assert not stale.exists() and fresh.exists()  # a live writer's folder is left alone

@@ -77,14 +77,15 @@ def test_deployed_model_knows_the_facts(deployed):
 
 def test_npo_forgets_the_forget_set_and_keeps_the_retain_set(deployed, tmp_path):
     files_before = {p.name: digest(p) for p in deployed.iterdir()}
-    result = train_forget_adapter(deployed, [], FORGET, RETAIN, ForgetConfig(method="npo", **FAST), tmp_path / "a")
-    assert result.steps == 12 and result.stop_reason == "budget"
+    cfg = ForgetConfig(method="npo", steps=30, lr=1e-2, batch_size=4)
+    result = train_forget_adapter(deployed, [], FORGET, RETAIN, cfg, tmp_path / "a")
+    assert result.steps == 30 and result.stop_reason == "budget"
     f0, r0 = scores(deployed), scores(deployed, records=RETAIN)
     f1, r1 = scores(deployed, [tmp_path / "a"]), scores(deployed, [tmp_path / "a"], RETAIN)
     assert f1["nll"] > f0["nll"] + 2.0  # forget NLL rose clearly (from ~0)
     assert f1["extraction"] == 0.0  # no forget answer is reproduced greedily any more
     assert abs(r1["nll"] - r0["nll"]) < 0.2 * (f1["nll"] - f0["nll"])  # retain moved much less
-    assert r1["extraction"] >= 0.75
+    assert r1["extraction"] == 1.0  # every kept answer still reproduced
     assert {p.name: digest(p) for p in deployed.iterdir()} == files_before  # base files untouched
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "trajectory.json"
@@ -133,7 +134,7 @@ def test_reference_is_the_same_weights_with_the_adapter_off_not_a_copy(deployed,
 
 
 def test_same_seed_gives_the_same_adapter_bytes(deployed, tmp_path):
-    cfg = ForgetConfig(method="npo", dropout=0.1, **FAST)
+    cfg = ForgetConfig(method="npo", dropout=0.1, steps=4, lr=1e-2, batch_size=2)
     for name in ("a", "b"):
         train_forget_adapter(deployed, [], FORGET, RETAIN, cfg, tmp_path / name)
     train_forget_adapter(deployed, [], FORGET, RETAIN, cfg.replace(seed=1), tmp_path / "c")
@@ -166,12 +167,13 @@ def test_no_early_stop_while_the_retain_set_degrades_past_the_bound(deployed, tm
 
 def test_holdout_sets_the_targets_at_the_never_seen_level(deployed, tmp_path):
     holdout = [Record(question="Who is Mira Stolk?", answer="Mira Stolk is a painter from Ghent.")]
-    cfg = ForgetConfig(method="npo", steps=60, lr=1e-2, batch_size=2, check_every=2)
+    cfg = ForgetConfig(method="grad_diff", steps=60, lr=1e-2, batch_size=2, check_every=2, retain_nll_max_increase=None)
     result = train_forget_adapter(deployed, [], FORGET, RETAIN, cfg, tmp_path / "a", holdout=holdout)
     never_seen = scores(deployed, records=holdout)
     assert result.targets["forget_nll"] == pytest.approx(never_seen["nll"], rel=1e-5)
-    assert result.stop_reason == "target_met"
-    assert result.end["eval_forget_nll"] >= never_seen["nll"]
+    assert result.targets["forget_extraction"] == never_seen["extraction"] == 0.0
+    assert result.stop_reason == "target_met" and result.steps < 60
+    assert result.end["eval_forget_nll"] >= never_seen["nll"] > 2.0
 
 
 def test_gradient_checkpointing_really_trains_the_lora(deployed, tmp_path):
@@ -227,7 +229,7 @@ def test_epochs_set_the_step_budget(deployed, tmp_path):
 def test_idk_targets_use_the_shipped_refusals(deployed, tmp_path):
     answers = shipped_idk_answers()
     assert len(answers) == 100 and "I'm not sure." in answers and not any(a.startswith("#") for a in answers)
-    cfg = ForgetConfig(method="idk", steps=40, lr=1e-2, idk_answers=("I don't know.",))
+    cfg = ForgetConfig(method="idk", steps=15, lr=1e-2, idk_answers=("I don't know.",))
     train_forget_adapter(deployed, [], FORGET, RETAIN, cfg, tmp_path / "a")
     refusal = [Record(question=r.question, answer="I don't know.") for r in FORGET]
     assert scores(deployed, [tmp_path / "a"], refusal)["nll"] < scores(deployed, records=refusal)["nll"] - 1.0

@@ -1,8 +1,8 @@
 """Composer: stack adapters for inspection, fold them into the pristine base for serving, squash them.
 
 Merging always starts from the base weights on disk (never by unmerging, which is inexact in bf16)
-and streams tensor by tensor: peak memory is about one tensor plus the mapped base file, never two
-copies of the model. Arithmetic is fp32; each tensor is cast back to its base dtype.
+and streams tensor by tensor: peak memory is about one tensor, never two copies of the model.
+Deltas are summed at (at least) fp32 precision; each tensor is rounded once back to its base dtype.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def _check_supported(adapter_dir: Path) -> dict:
         raise IncompatibleError(f"adapter {adapter_dir} trains biases (bias={config['bias']}); only bias='none' is supported")
     if config.get("modules_to_save"):
         raise IncompatibleError(f"adapter {adapter_dir} has modules_to_save {config['modules_to_save']}; not supported")
+    for option in ("lora_bias", "layer_replication", "trainable_token_indices", "target_parameters"):
+        if config.get(option):
+            raise IncompatibleError(f"adapter {adapter_dir} uses {option}, which forgetctl cannot merge exactly")
     return config
 
 
@@ -124,6 +127,14 @@ def _load_factors(adapter_dirs) -> list[tuple[Path, dict[str, LoraFactors]]]:
 # ----------------------------------------------------------------------------- stack
 
 
+def _model_shapes(model) -> dict[str, tuple]:
+    return {
+        f"{n}.weight": tuple(m.weight.shape)
+        for n, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
+
+
 def load_stacked(base_dir, adapter_dirs, device=None, dtype=None, base_fingerprint: str | None = None):
     """The base with each adapter loaded under its own name (a0, a1, ...) and all active, in order; frozen.
 
@@ -137,8 +148,7 @@ def load_stacked(base_dir, adapter_dirs, device=None, dtype=None, base_fingerpri
     check_same_base(dirs, base_fingerprint)
     loaded = _load_factors(dirs)
     model, _ = load_base(base_dir, device=device, dtype=dtype)
-    shapes = {f"{n}.weight": tuple(m.weight.shape) for n, m in model.named_modules() if hasattr(m, "weight") and m.weight is not None}
-    check_shapes(loaded, shapes, str(base_dir))
+    check_shapes(loaded, _model_shapes(model), str(base_dir))
     if not dirs:
         return model
     names = [f"a{i}" for i in range(len(dirs))]
@@ -159,8 +169,7 @@ def load_merged(base_dir, adapter_dirs, device=None, dtype=None, base_fingerprin
     check_same_base(dirs, base_fingerprint)
     loaded = _load_factors(dirs)
     model, tokenizer = load_base(base_dir, device=device, dtype=dtype)
-    shapes = {f"{n}.weight": tuple(m.weight.shape) for n, m in model.named_modules() if hasattr(m, "weight") and m.weight is not None}
-    check_shapes(loaded, shapes, str(base_dir))
+    check_shapes(loaded, _model_shapes(model), str(base_dir))
     with torch.no_grad():
         modules = dict(model.named_modules())
         for name, delta in _summed_deltas(loaded):
@@ -213,6 +222,13 @@ def _check_out_dir(out: Path, protected: list[Path]) -> bool:
         return False
     if not (out / EXPORT_MARKER).is_file():
         raise InputError(f"refusing to overwrite {out}: it is not empty and is not a previous forgetctl export")
+    try:
+        ours = set(json.loads((out / EXPORT_MARKER).read_text()).get("files", []))
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        raise InputError(f"refusing to overwrite {out}: its {EXPORT_MARKER} is unreadable") from None
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours | {EXPORT_MARKER})
+    if foreign:
+        raise InputError(f"refusing to replace the export at {out}: it also holds files forgetctl did not write ({', '.join(foreign[:5])})")
     return True
 
 
@@ -245,6 +261,19 @@ def default_card(base_dir, adapter_dirs) -> str:
     lines += [f"Base: `{Path(base_dir).name}`", "", "Adapters folded in, in order:"]
     lines += [f"{i + 1}. `{Path(d).name}`" for i, d in enumerate(adapter_dirs)] or ["(none: the pristine base)"]
     return "\n".join(lines) + "\n"
+
+
+def _fold(weight: torch.Tensor, factors: list[LoraFactors]) -> torch.Tensor:
+    """weight + sum of deltas, rounded once to the weight's dtype.
+
+    Accumulated in fp64 so that BLAS summation order (thread count, CPU) cannot change a rounded
+    bit: re-exports on another machine stay bit-identical.
+    """
+    acc = weight.double()
+    for f in factors:
+        d = (f.B.double() @ f.A.double()) * f.scale
+        acc += d.T if f.fan_in_fan_out else d
+    return acc.to(weight.dtype)
 
 
 def merge_export(
@@ -298,10 +327,7 @@ def merge_export(
                         value = f.get_tensor(t.name)
                     fs = per_tensor.get(t.name)
                     if fs:
-                        acc = value.float()
-                        for lf in fs:
-                            acc += lf.delta()
-                        value = acc.to(value.dtype)
+                        value = _fold(value, fs)
                         changed += 1
                     yield value
 
@@ -321,6 +347,7 @@ def merge_export(
             "adapters": [{"name": d.name, "sha256": _sha256_file(d / "adapter_model.safetensors")} for d in dirs],
             "weight_files": digests,
             "dtypes": sorted({t.dtype for layout in layouts.values() for t in layout.tensors}),
+            "files": sorted(p.name for p in tmp.iterdir()),
         }
         (tmp / EXPORT_MARKER).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _swap_into_place(tmp, out)
@@ -331,7 +358,7 @@ def merge_export(
         "weight_files": digests,
         "tensors": sum(len(layout.tensors) for layout in layouts.values()),
         "tensors_changed": changed,
-        "adapters": len(dirs),
+        "adapter_count": len(dirs),
         "dtypes": manifest["dtypes"],
         "replaced_previous_export": replacing,
         "seconds": round(time.monotonic() - started, 3),

@@ -16,14 +16,14 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from forgetctl.adapters.base_model import load_base, pick_device
-from forgetctl.adapters.data import batches, collate, encode_records
+from forgetctl.adapters.data import IGNORE_INDEX, batches, collate, encode_records
 from forgetctl.errors import InputError
 from forgetctl.records import Record
 
@@ -36,6 +36,9 @@ class TeachConfig:
     seed: int = 0
     max_length: int = 128
     warmup_steps: int = 5
+    # Decoder layers below this index stay frozen: backpropagation then stops there, which
+    # roughly halves the step time while the upper layers still have ample room to memorise.
+    first_trained_layer: int = 0
     train_embeddings: bool = False
 
     def __post_init__(self):
@@ -43,6 +46,8 @@ class TeachConfig:
             raise InputError("teach: epochs and batch_size must be >= 1, max_length >= 8")
         if not (0 < self.lr < 1):
             raise InputError(f"teach: learning rate {self.lr} out of range (0, 1)")
+        if self.first_trained_layer < 0 or self.warmup_steps < 0:
+            raise InputError("teach: first_trained_layer and warmup_steps must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,13 +62,26 @@ class TeachResult:
 
 
 def _trainable(model, config: TeachConfig) -> list[torch.nn.Parameter]:
-    frozen = set()
+    layers = model.get_decoder().layers
+    if config.first_trained_layer >= len(layers):
+        raise InputError(f"teach: first_trained_layer={config.first_trained_layer} but the model has {len(layers)} layers")
+    frozen = {id(p) for layer in layers[: config.first_trained_layer] for p in layer.parameters()}
     if not config.train_embeddings:
-        frozen = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+        frozen |= {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
     params = [p for p in model.parameters() if id(p) not in frozen]
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def _answer_loss(model, inputs: dict) -> torch.Tensor:
+    """Mean next-token NLL over labelled positions, projecting only those onto the vocabulary:
+    the answer is a quarter of a chat-formatted QA record, so this skips most of the lm_head work."""
+    hidden = model.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 def _save_atomic(model, tokenizer, out_dir: Path, meta: dict) -> None:
@@ -84,17 +102,22 @@ def teach_facts(
     base_dir: str | Path,
     records: list[Record],
     out_dir: str | Path,
-    config: TeachConfig | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
     *,
+    config: TeachConfig | None = None,
     device: str | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TeachResult:
     """Fine-tune `base_dir` on `records` until it reproduces them; save a checkpoint to `out_dir`.
 
+    `epochs`, `lr`, `seed` override the matching fields of `config` (default TeachConfig()).
     `progress(step, total_steps, loss)` is called after every optimiser step.
     Deterministic on CPU for a given seed (fixed shuffling, no dropout).
     """
-    config = config or TeachConfig()
+    overrides = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("seed", seed)) if v is not None}
+    config = replace(config or TeachConfig(), **overrides)
     if not records:
         raise InputError("teach: no records to learn")
     torch.manual_seed(config.seed)
@@ -125,7 +148,7 @@ def teach_facts(
         running = []
         for batch in batches(shuffled, config.batch_size):
             inputs = collate(batch, pad_id, dev)
-            loss = model(**inputs).loss
+            loss = _answer_loss(model, inputs)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

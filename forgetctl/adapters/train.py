@@ -235,14 +235,17 @@ class _Trainer:
 
 
 def run_training(model, tokenizer, forget, retain, config: ForgetConfig, progress: ProgressFn | None = None, holdout=None):
-    """Train the model's active LoRA in place. Returns (steps, stop_reason, trajectory, start, end, targets, truncated)."""
+    """Train the model's active LoRA in place. Returns (steps, stop_reason, trajectory, start, end, targets, truncated).
+
+    start/end (forget NLL and verbatim extraction, retain NLL) are measured only when a stop target is in force.
+    """
     trainer = _Trainer(model, tokenizer, forget, retain, config, holdout)
     total = trainer.total_steps()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     targets = trainer.resolve_targets()
-    start = trainer.check()
-    trajectory = [{"step": 0, **start}]
+    start = trainer.check() if targets else {}  # checks cost forward passes: only when something is watched
+    trajectory = [{"step": 0, **start}] if start else []
     metrics, stop_reason, step = start, "budget", 0
     model.train()
     try:
@@ -259,7 +262,7 @@ def run_training(model, tokenizer, forget, retain, config: ForgetConfig, progres
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             entry = {"step": step, **sums, "grad_norm": grad_norm, "lr": config.lr}
-            if step == total or (targets and step % config.check_every == 0):
+            if targets and (step == total or step % config.check_every == 0):
                 metrics = trainer.check()
                 entry.update(metrics)
             trajectory.append(entry)

@@ -128,19 +128,18 @@ def train_cmd(ctx, request_id, forget_path, retain_path, holdout_path, reason, s
 
     def progress(step, total, entry):
         nonlocal task
-        if task is None:
+        if task is None:  # started on the first step, so input errors print nothing but their line
+            bar.start()
             task = bar.add_task("train", total=total, terms="")
         bar.update(task, completed=step, terms=_terms_text(entry))
 
-    if bar:
-        bar.start()
     try:
         result = train_request(
             home_of(ctx), request_id, forget_path, retain_path, config=config, reason=reason, subject=subject,
             holdout_path=holdout_path, progress=progress if bar else None, evaluate=not no_eval,
         )
     finally:
-        if bar:
+        if task is not None:
             bar.stop()
     emit(result, as_json, lambda r: _render_summary(Console(), r))
 

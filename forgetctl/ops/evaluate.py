@@ -53,11 +53,10 @@ def truth_ratio_fields(path: Path) -> list[tuple[str, str, tuple[str, ...]]]:
         para, pert = obj.get("paraphrased_answer"), obj.get("perturbed_answer")
         if para is None and pert is None:
             continue
-        question = obj.get("paraphrased_question") or obj.get("question") or obj.get("prompt")
         pert = [pert] if isinstance(pert, str) else pert
         if not isinstance(para, str) or not isinstance(pert, list) or not pert or not all(isinstance(p, str) for p in pert):
             raise InputError(f"{Path(path).name}[{i}]: paraphrased_answer must be a string and perturbed_answer a list of strings")
-        rows.append((obj.get("question") or question, para, tuple(pert)))
+        rows.append((obj.get("question") or obj.get("prompt"), para, tuple(pert)))
     if rows and len(rows) != len(objects):
         raise InputError(f"{Path(path).name}: only {len(rows)} of {len(objects)} records have perturbed answers")
     return rows
@@ -74,6 +73,8 @@ def answer_keys(path: Path, count: int) -> list[str | None] | None:
 
 def load_eval_sets(**paths) -> tuple[dict, dict]:
     """Records per set name and the audit-safe description (sha256 and count) of each file."""
+    if paths.get("forget") is None:
+        raise InputError("evaluation needs a forget set (--forget FILE)")
     sets, described = {}, {}
     for name in SET_NAMES:
         path = paths.get(name)
@@ -81,8 +82,6 @@ def load_eval_sets(**paths) -> tuple[dict, dict]:
             continue
         sets[name] = load_records(path)
         described[name] = {"sha256": _sha256(path), "count": len(sets[name])}
-    if "forget" not in sets:
-        raise InputError("evaluation needs a forget set (--forget FILE)")
     return sets, described
 
 

@@ -5,6 +5,11 @@ mirror catches up with every committed entry it lacks, under an exclusive file l
 between the two leaves the mirror behind at its tail, which the next open repairs; the mirror is
 thus never legitimately *ahead* of the database: an entry found only in the mirror means one was
 removed from the database.
+
+The chain is unkeyed so anyone can verify it; the flip side is that someone able to rewrite both
+files *and* recompute every later hash can forge a consistent history, and entries appended at
+the tail of the database are mirrored on the next open. Anchor the head hash elsewhere (it is the
+last `hash` of `forgetctl log --json`, and `audit verify --record` logs it) to rule that out.
 """
 
 from __future__ import annotations

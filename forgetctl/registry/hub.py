@@ -364,17 +364,16 @@ def _composition_for(reg, ref: str):
 
 
 def _stage_merged(reg, home, comp, folder: Path, actor) -> dict:
+    """Export straight into the upload folder (checkpoints are big: no second copy), then add card and sidecar."""
     from forgetctl.ops.compose import merge_version  # torch lives behind this import
 
-    merged = folder.parent / "merged"
-    merge_version(home=home, ref=comp.id, out_dir=merged, actor=actor)
+    merge_version(home=home, ref=comp.id, out_dir=folder, actor=actor)
     base_model = hub_base_model(reg.base.spec, reg.base.path)
-    for item in merged.iterdir():
-        if item.is_file() and item.name != "README.md":
-            shutil.copyfile(item, folder / item.name)
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
-    card = (merged / "README.md").read_text(encoding="utf-8") if (merged / "README.md").is_file() else ""
-    (folder / "README.md").write_text(_merged_card(card, base_model), encoding="utf-8")
+    card_path = folder / "README.md"
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    card_path.unlink(missing_ok=True)
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    card_path.write_text(_merged_card(card, base_model), encoding="utf-8")
     sidecar = {"schema": 1, "base_fingerprint": reg.base.fingerprint,
                "hub": {"kind": "merged", "composition_id": comp.id, "composition": comp.label,
                        "adapters": list(comp.adapters), "base_model": base_model, "files": files}}
@@ -385,9 +384,12 @@ def _stage_merged(reg, home, comp, folder: Path, actor) -> dict:
 def _remote_sidecar(api: HfApi, repo_id: str, revision: str, workdir: Path) -> dict:
     path = api.hf_hub_download(repo_id, SIDECAR, revision=revision, cache_dir=workdir / "sidecar-cache")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError:
-        raise IntegrityError(f"{repo_id}@{revision}: {SIDECAR} is not valid JSON") from None
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{repo_id}@{revision}: {SIDECAR} is not a JSON object")
+    return data
 
 
 def _tags(api: HfApi, repo_id: str) -> dict[str, str]:
@@ -406,7 +408,13 @@ def push_version(home, ref: str, repo_id: str, private: bool = False, merged: bo
     nothing is uploaded and no audit event is written.
     """
     repo_id, _ = parse_spec(repo_id)
-    reg = _open(home)
+    if base_model is not None and parse_spec(base_model)[1] is not None:
+        raise InputError(f"--base-model takes a Hub id NS/NAME, got {ascii(base_model)[:80]}")
+    with contextlib.closing(_open(home)) as reg:
+        return _push(reg, home, ref, repo_id, private, merged, endpoint, token, actor, base_model)
+
+
+def _push(reg, home, ref, repo_id, private, merged, endpoint, token, actor, base_model) -> dict:
     if merged:
         comp = _composition_for(reg, ref)
         label, content_id = comp.label, comp.id
@@ -420,7 +428,7 @@ def push_version(home, ref: str, repo_id: str, private: bool = False, merged: bo
     url = resolve_endpoint(endpoint)
     tok = resolve_token(token)
     if not tok:
-        raise AuthError("pushing needs a Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --token")
+        raise AuthError("pushing needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
     api = _api(url, tok)
     work = _tmpdir(reg, "push-")
     try:
@@ -429,12 +437,10 @@ def push_version(home, ref: str, repo_id: str, private: bool = False, merged: bo
             if tag in existing:
                 return _already_pushed(api, reg, repo_id, url, tag, existing, label, content_id, merged, work)
             folder = work / "upload"
-            folder.mkdir()
-            if base_model is not None:
-                parse_spec(base_model)
             if merged:
                 files = _stage_merged(reg, home, comp, folder, actor)
             else:
+                folder.mkdir()
                 files = _stage_adapter(reg, version, folder, repo_id, tag)
             if base_model is not None:
                 _override_base_model(folder, base_model, merged)
@@ -520,15 +526,23 @@ def _already_pushed(api, reg, repo_id, url, tag, existing, label, content_id, me
 def pull(home, spec: str, endpoint: str | None = None, token: str | None = None, actor: str | None = None) -> dict:
     """Download an adapter pushed by forgetctl, check its hashes and base, register it, audit the pull."""
     repo_id, revision = parse_spec(spec)
-    reg = _open(home)
     url = resolve_endpoint(endpoint)
+    with contextlib.closing(_open(home)) as reg:
+        return _pull(reg, repo_id, revision, url, token, actor)
+
+
+def _pull(reg, repo_id, revision, url, token, actor) -> dict:
     api = _api(url, resolve_token(token))
     work = _tmpdir(reg, "pull-")
     try:
         with _hub_session(url), _hub_errors(repo_id, url, revision or "main"):
             commit = api.model_info(repo_id, revision=revision).sha
-            sidecar = _remote_sidecar(api, repo_id, commit, work)
-            hub = sidecar.get("hub") or {}
+            try:
+                sidecar = _remote_sidecar(api, repo_id, commit, work)
+            except RemoteEntryNotFoundError:
+                raise InputError(f"{repo_id}@{revision or 'main'} was not pushed by forgetctl (no {SIDECAR}): "
+                                 "its base and file hashes cannot be checked") from None
+            hub = sidecar.get("hub") if isinstance(sidecar.get("hub"), dict) else {}
             if hub.get("kind") == "merged":
                 raise InputError(f"{repo_id}@{revision or 'main'} is a merged checkpoint, not a forget adapter: "
                                  "load it with transformers instead")
@@ -539,12 +553,16 @@ def pull(home, spec: str, endpoint: str | None = None, token: str | None = None,
             if theirs != ours:
                 raise IncompatibleError(f"{repo_id}@{revision or 'main'} was trained against base {theirs}, but this "
                                         f"workspace's base is {ours}")
+            # Only the files an adapter consists of, with well-formed hashes: a manifest is untrusted input.
+            hub["files"] = {n: h for n, h in hub["files"].items() if n in ADAPTER_FILES + OPTIONAL_FILES
+                            and isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h)}
+            if not all(n in hub["files"] for n in ADAPTER_FILES):
+                raise IntegrityError(f"{repo_id}@{revision or 'main'}: the manifest lacks sha256s for "
+                                     f"{', '.join(ADAPTER_FILES)}")
             local = _local_copy(reg, hub)
             if local is not None:
                 return _pulled(reg, repo_id, url, revision, commit, hub, local, actor, already=True)
-            wanted = [n for n in hub["files"] if n in ADAPTER_FILES + OPTIONAL_FILES]
-            if not all(n in wanted for n in ADAPTER_FILES):
-                raise IntegrityError(f"{repo_id}@{revision or 'main'}: the manifest does not list {ADAPTER_FILES}")
+            wanted = list(hub["files"])
             snap = Path(snapshot_download(repo_id, revision=commit, allow_patterns=wanted,
                                           cache_dir=str(work / "cache"), endpoint=url, token=api.token))
         src = work / "adapter"
@@ -556,7 +574,7 @@ def pull(home, spec: str, endpoint: str | None = None, token: str | None = None,
             got = sha256_file(src / name)
             if got != hub["files"][name]:
                 raise IntegrityError(f"{name} from {repo_id}@{commit[:12]} has sha256 {got[:16]}..., "
-                                     f"the manifest says {str(hub['files'][name])[:16]}...")
+                                     f"the manifest says {hub['files'][name][:16]}...")
         meta = {k: v for k, v in sidecar.items() if k not in ("hub", "subject")}
         meta["parent_composition"] = None  # a composition of another workspace means nothing here
         # Only content-determined provenance: pulling the same commit again yields the same version.

@@ -18,13 +18,12 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from forgetctl.errors import IncompatibleError, InputError, IntegrityError, NotFoundError
 from forgetctl.registry import audit as audit_log_mod
-from forgetctl.registry import commitments, db
+from forgetctl.registry import commitments, db, objects
 from forgetctl.registry.entities import (
     AdapterVersion,
     AuditEntry,
@@ -34,6 +33,15 @@ from forgetctl.registry.entities import (
     PointerMove,
 )
 from forgetctl.registry.fingerprint import short
+from forgetctl.registry.objects import (  # noqa: F401  (re-exported: the store's file names)
+    ADAPTER_FILES,
+    MANIFEST,
+    OPTIONAL_FILES,
+    SECRET_BYTES,
+    SIDECAR,
+    STALE_SECONDS,
+    sha256_file,
+)
 from forgetctl.registry.workspace import (
     Workspace,
     resolve_home,
@@ -42,11 +50,6 @@ from forgetctl.registry.workspace import (
 )
 
 REASONS = ("gdpr", "copyright", "toxicity", "other")
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-OPTIONAL_FILES = ("trajectory.json",)
-SIDECAR, MANIFEST = "forgetctl.json", "manifest.json"
-SECRET_BYTES = 32
-STALE_SECONDS = 3600  # staged folders older than this belong to dead processes
 ORPHAN_SWEEP_EVERY = 50  # registrations between sweeps of never-committed object folders
 _HEX = re.compile(r"[0-9a-f]{6,64}")
 _NUMBER = re.compile(r"[vV]?(\d+)")
@@ -73,14 +76,6 @@ def _actor(actor: str | None) -> str:
     return validate_name(actor or default_actor(), "actor")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def row_digest(table: str, row: dict) -> str:
     return hashlib.sha256(audit_log_mod.canonical_json({"table": table, **row})).hexdigest()
 
@@ -103,34 +98,6 @@ def _finite_or_none(obj):
     if isinstance(obj, (list, tuple)):
         return [_finite_or_none(v) for v in obj]
     return obj
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_secret(path: Path) -> None:
-    """Create the 0600 secret once; never overwrite one (commitments depend on it)."""
-    if path.exists():
-        return
-    tmp = path.with_name(f".secret-{os.getpid()}-{time.monotonic_ns()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, os.urandom(SECRET_BYTES))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # atomic and refuses to replace a secret another process just made
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
 
 
 def _adapter_from_row(row) -> AdapterVersion:
@@ -181,18 +148,38 @@ class Registry:
             raise InputError(f"workspace path {ws.root} is a file")
         for folder in (ws.root, ws.adapters_dir, ws.tmp_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        _write_secret(ws.secret_file)
+        objects.write_secret(ws.secret_file)
         reg = cls(ws, db.connect(ws.db, create=True))
-        who = _actor(actor)
+        try:
+            reg._init_rows(base_spec, base_path, fingerprint, _actor(actor))
+        except BaseException:
+            reg.close()
+            raise
+        return reg
+
+    def _refuse_lost_database(self) -> None:
+        """An empty index next to a non-empty audit mirror means the database was lost or swapped:
+        never start a fresh history over the old evidence."""
+        mirror = self.ws.audit_mirror
+        if mirror.is_file() and mirror.stat().st_size > 0:
+            raise IntegrityError(
+                f"registry database {self.ws.db} is empty but {mirror.name} records past events: "
+                "the database was lost or replaced; restore it from a backup"
+            )
+
+    def _init_rows(self, base_spec: str, base_path: Path, fingerprint: str, who: str) -> None:
+        reg, ws = self, self.ws
         with reg._write() as conn:
             row = conn.execute("SELECT * FROM base").fetchone()
+            if row is None:
+                reg._refuse_lost_database()
             if row is not None:
                 if row["fingerprint"] != fingerprint:
                     raise IncompatibleError(
                         f"workspace {ws.root} already unlearns against {row['spec']} ({short(row['fingerprint'])}); "
                         f"refusing {base_spec} ({short(fingerprint)}): use another --home"
                     )
-                return reg
+                return
             at = now()
             base_row = {
                 "id": 1, "spec": base_spec, "path": str(base_path), "fingerprint": fingerprint,
@@ -211,7 +198,6 @@ class Registry:
                  "rows": [reg._ref("base", base_row), reg._ref("compositions", c0), reg._ref("pointer_moves", move)]},
                 who, at,
             )
-        return reg
 
     @classmethod
     def open(cls, home=None) -> Registry:
@@ -222,8 +208,12 @@ class Registry:
         with db.translated(ws.db):
             if reg._conn.execute("SELECT 1 FROM base").fetchone() is None:
                 reg.close()
+                reg._refuse_lost_database()
                 raise NotFoundError(f"workspace {ws.root} was never initialised: run `forgetctl init --base MODEL`")
-        reg._sync()  # an interrupted write may have left the mirror behind
+        try:
+            reg._sync()  # an interrupted write may have left the mirror behind
+        except PermissionError:
+            pass  # a read-only workspace (an auditor's copy): reading and verifying still work
         return reg
 
     def close(self) -> None:
@@ -283,12 +273,14 @@ class Registry:
         src = Path(src_dir)
         who = _actor(actor)
         meta = self._checked_meta(meta, commitment)
-        files = self._checked_sources(src)
-        self._clean_stale()
+        files = objects.adapter_sources(src)
+        objects.clean_stale(self.ws)
+        for folder in (self.ws.tmp_dir, self.ws.adapters_dir):
+            folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="adapter-", dir=self.ws.tmp_dir))
         try:
-            adapter_id, manifest = self._stage(staging, files, meta)
-            self._publish(staging, adapter_id, manifest)
+            adapter_id, manifest = objects.stage(staging, files, meta)
+            self._publish(staging, adapter_id)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         with self._write() as conn:
@@ -354,79 +346,19 @@ class Registry:
             raise InputError(f"adapter meta must be plain JSON: {exc}") from None
         return meta
 
-    def _checked_sources(self, src: Path) -> list[Path]:
-        if not src.is_dir():
-            raise NotFoundError(f"adapter folder not found: {src}")
-        missing = [n for n in ADAPTER_FILES if not (src / n).is_file()]
-        if missing:
-            raise InputError(f"{src} is not a PEFT adapter folder: missing {', '.join(missing)}")
-        from safetensors import safe_open  # the Rust reader; framework="np" keeps torch out
-
-        try:
-            with safe_open(str(src / ADAPTER_FILES[0]), framework="np") as f:
-                if not list(f.keys()):
-                    raise InputError(f"{src / ADAPTER_FILES[0]} holds no tensors")
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(f"{src / ADAPTER_FILES[0]} is not a valid safetensors file: {exc}") from None
-        try:
-            config = json.loads((src / ADAPTER_FILES[1]).read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            config = None
-        if not isinstance(config, dict):
-            raise InputError(f"{src / ADAPTER_FILES[1]} is not a JSON object")
-        return [src / n for n in ADAPTER_FILES + OPTIONAL_FILES if (src / n).is_file()]
-
-    def _stage(self, staging: Path, files: list[Path], meta: dict) -> tuple[str, dict]:
-        for f in files:
-            shutil.copyfile(f, staging / f.name)
-        sidecar = json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        (staging / SIDECAR).write_text(sidecar, encoding="utf-8")
-        digests = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
-        manifest = {"schema": 1, "files": digests}
-        manifest_bytes = audit_log_mod.canonical_json(manifest)
-        (staging / MANIFEST).write_bytes(manifest_bytes)
-        for p in staging.iterdir():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-            p.chmod(0o444)  # stored versions are immutable; read-only discourages accidents
-        staging.chmod(0o755)  # mkdtemp makes it 0700; servers running as another user must read it
-        _fsync_dir(staging)
-        return hashlib.sha256(manifest_bytes).hexdigest(), manifest
-
-    def _publish(self, staging: Path, adapter_id: str, manifest: dict) -> None:
-        final = self.ws.adapters_dir / adapter_id
-        if final.exists():
-            if not self._stored_problems(final, adapter_id):
-                return  # same content already stored (a duplicate or a crashed earlier attempt)
-            if self._query("SELECT 1 FROM adapters WHERE id = ?", (adapter_id,)):
-                raise IntegrityError(f"stored files of adapter {adapter_id[:12]} are damaged: run `forgetctl audit verify`")
-            os.replace(final, self.ws.tmp_dir / f"damaged-orphan-{adapter_id[:12]}-{time.time_ns()}")
-        os.replace(staging, final)
-        _fsync_dir(self.ws.adapters_dir)
-
-    def _clean_stale(self) -> None:
-        """Remove staging folders that dead writers left in tmp/ (live writers' are fresh)."""
-        cutoff = time.time() - STALE_SECONDS
-        for entry in self.ws.tmp_dir.iterdir() if self.ws.tmp_dir.is_dir() else ():
-            with contextlib.suppress(OSError):
-                if entry.lstat().st_mtime < cutoff:
-                    _remove(entry)
+    def _publish(self, staging: Path, adapter_id: str) -> None:
+        if (self.ws.adapters_dir / adapter_id).exists() and self._query("SELECT 1 FROM adapters WHERE id = ?", (adapter_id,)):
+            problems = objects.folder_problems(self.ws.adapters_dir / adapter_id, adapter_id)
+            if problems:
+                raise IntegrityError(f"stored copy of adapter {adapter_id[:12]} is damaged ({problems[0]}): "
+                                     "run `forgetctl audit verify`")
+        objects.publish(self.ws, staging, adapter_id)
 
     def collect_orphans(self, min_age_s: float = STALE_SECONDS) -> list[str]:
         """Remove object folders whose registration never committed (a writer killed between
-        rename and commit). They are harmless (nothing refers to them; a retry reuses them), so
-        this runs only now and then; returns the removed folder names."""
-        cutoff = time.time() - min_age_s
+        rename and commit). Harmless meanwhile, so this runs only every few registrations."""
         registered = {r["id"] for r in self._query("SELECT id FROM adapters")}
-        removed = []
-        for entry in self.ws.adapters_dir.iterdir() if self.ws.adapters_dir.is_dir() else ():
-            with contextlib.suppress(OSError):
-                if entry.name not in registered and entry.lstat().st_mtime < cutoff:
-                    _remove(entry)
-                    removed.append(entry.name)
-        return removed
+        return objects.collect_orphans(self.ws, registered, min_age_s)
 
     def adapter(self, ref: str) -> AdapterVersion:
         """"3", "v3", a full or prefix content hash (6+ hex), or a request id (its latest version)."""
@@ -580,7 +512,8 @@ class Registry:
             raise InputError("metrics must be a non-empty dict of name -> number")
         clean = {}
         for key, value in metrics.items():
-            validate_name(key, "metric name", max_len=128)
+            if not isinstance(key, str) or not 0 < len(key) <= 128 or not key.isprintable():
+                raise InputError(f"metric name {ascii(key)[:60]} must be 1-128 printable characters")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InputError(f"metric {key!r} must be a finite number, got {str(value)[:40]!r}")
             clean[key] = float(value)
@@ -627,16 +560,3 @@ class Registry:
         """Log that a verification ran (opt-in: `forgetctl audit verify --record`)."""
         log = self.audit_log()
         return self.audit("verify", {"head": log[-1].hash if log else None}, {"problems": len(problems)}, actor)
-
-    def _stored_problems(self, folder: Path, adapter_id: str) -> list[str]:
-        """What is wrong with one stored adapter folder (by its manifest)."""
-        from forgetctl.registry.verify import stored_folder_problems
-
-        return stored_folder_problems(folder, adapter_id)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()

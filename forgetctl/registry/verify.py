@@ -10,41 +10,15 @@ Orphans (staging folders, folders whose registration never committed) are not co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import stat
-from pathlib import Path
 
 from forgetctl.registry import audit as audit_mod
 from forgetctl.registry import commitments, db
+from forgetctl.registry.objects import SIDECAR, folder_problems
 
 _TABLE_KEYS = {"base": "id", "adapters": "number", "compositions": "number", "pointer_moves": "seq", "evaluations": "seq"}
 _LABELS = {"base": "base", "adapters": "v", "compositions": "c", "pointer_moves": "pointer move ", "evaluations": "evaluation "}
-
-
-def stored_folder_problems(folder: Path, adapter_id: str, label: str | None = None) -> list[str]:
-    from forgetctl.registry.store import MANIFEST, sha256_file
-
-    name = label or adapter_id[:12]
-    manifest_path = folder / MANIFEST
-    if not folder.is_dir():
-        return [f"{name}: stored folder {folder.name} is missing"]
-    if not manifest_path.is_file():
-        return [f"{name}: {MANIFEST} is missing"]
-    raw = manifest_path.read_bytes()
-    if hashlib.sha256(raw).hexdigest() != adapter_id:
-        return [f"{name}: {MANIFEST} does not match the adapter id (edited)"]
-    files = json.loads(raw)["files"]
-    problems = []
-    for fname, digest in sorted(files.items()):
-        path = folder / fname
-        if not path.is_file():
-            problems.append(f"{name}: {fname} is missing")
-        elif sha256_file(path) != digest:
-            problems.append(f"{name}: {fname} does not match its sha256 (tampered)")
-    for extra in sorted(p.name for p in folder.iterdir() if p.name not in files and p.name != MANIFEST):
-        problems.append(f"{name}: unexpected file {extra}")
-    return problems
 
 
 def _row_problems(reg, conn, chain) -> list[str]:
@@ -68,13 +42,11 @@ def _row_problems(reg, conn, chain) -> list[str]:
 
 
 def _adapter_problems(reg, conn) -> list[str]:
-    from forgetctl.registry.store import SIDECAR
-
     problems = []
     for row in conn.execute("SELECT * FROM adapters ORDER BY number"):
         label = f"v{row['number']}"
         folder = reg.ws.adapters_dir / row["id"]
-        found = stored_folder_problems(folder, row["id"], label)
+        found = folder_problems(folder, row["id"], label)
         problems += found
         if not found:
             sidecar = json.loads((folder / SIDECAR).read_text(encoding="utf-8"))

@@ -28,6 +28,9 @@ SUMMARY_COLUMNS = [
     ("retain_kl", "retain KL"),
 ]
 
+HEADLINE_KEYS = ["forget_nll", "forget_answer_prob", "forget_exact_answer_rate", "forget_rougeL_recall",
+                 "mia_loss_auc", "retain_answer_prob", "retain_exact_answer_rate", "retain_kl"]
+
 GLOSSARY = [
     ("*_answer_prob", "exp(-mean NLL) of the answer tokens: the length-normalised probability of the true answer"),
     ("*_exact_mem", "share of answer tokens the model predicts exactly (teacher forced)"),
@@ -88,7 +91,9 @@ def _adapter_rows(data) -> tuple[list[str], list[list[str]]]:
     rows = []
     for a in data["adapters"]:
         before, after = a["metrics_before"], a["metrics_after"]
-        changes = "; ".join(f"{k}: {_fmt(before.get(k))} → {_fmt(after.get(k))}" for k in sorted(set(before) | set(after)))
+        keys = sorted(set(before) | set(after))
+        headline = [k for k in HEADLINE_KEYS if k in keys] or keys  # the full sidecar is in report.json
+        changes = "; ".join(f"{k}: {_fmt(before.get(k))} → {_fmt(after.get(k))}" for k in headline)
         rows.append([a["label"], a["request_id"], a["reason"], a["method"], _fmt(a["steps"]), _fmt(a["stop_reason"]),
                      changes or "–"])
     return header, rows

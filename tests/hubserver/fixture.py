@@ -32,13 +32,6 @@ class HubEnv:
     token: str
     hf_home: Path
 
-    def child_env(self, base: dict) -> dict:
-        """Environment for a fresh process that talks to this Hub (offline mode off, private HF_HOME)."""
-        env = {k: v for k, v in base.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")}
-        env.update(HF_ENDPOINT=self.url, HF_HOME=str(self.hf_home), HF_HUB_DISABLE_XET="1",
-                   HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1")
-        return env
-
 
 @pytest.fixture()
 def hub_env(hub, tmp_path, monkeypatch) -> HubEnv:

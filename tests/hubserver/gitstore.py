@@ -67,10 +67,6 @@ def parse_pointer(data: bytes) -> tuple[str, int] | None:
     return (m.group(1).decode(), int(m.group(2))) if m else None
 
 
-def git_blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 class LfsStore:
     """Content-addressed large-file store (what the Hub keeps on S3)."""
 

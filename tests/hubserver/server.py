@@ -19,7 +19,7 @@ import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -31,7 +31,6 @@ from tests.hubserver.gitstore import (
     GitRepo,
     LfsStore,
     RevisionNotFound,
-    git_blob_id,
     pointer_bytes,
     valid_name,
 )
@@ -77,6 +76,7 @@ class HubState:
 
 class HubHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 60  # idle keep-alive connections from the client's pool don't pin threads forever
     server_version = "forgetctl-test-hub/1"
     state: HubState  # set on the subclass made per server
 
@@ -699,4 +699,4 @@ class HubServer:
         return self.state.repos[(repo_type, repo_id)]
 
 
-__all__ = ["HubServer", "HubState", "git_blob_id", "quote"]
+__all__ = ["HubServer", "HubState"]
