@@ -29,7 +29,7 @@ HYPERPARAMETERS = {
     "seed": 0, "device": "auto", "dtype": "auto", "gradient_checkpointing": False, "retain_weight": 1.0,
     "kl_weight": 0.0, "npo_beta": 0.1, "simnpo_beta": 4.5, "simnpo_gamma": 0.0, "idk_answers": None,
     "rmu_layer": None, "rmu_steering_coeff": 6.5, "rmu_alpha": 100.0, "forget_nll_target": None,
-    "extraction_target": None, "retain_nll_max_increase": 0.5, "check_every": 5, "schema": 1,
+    "extraction_target": None, "retain_nll_max_increase": 0.5, "check_every": None, "schema": 1,
 }
 METRICS = {f"{s}_{m}": 0.5 for s in ("forget", "retain", "holdout") for m in ("nll", "answer_prob", "rougeL_recall", "kl")}
 LIST_TARGET_S = 0.5

@@ -10,7 +10,7 @@
    holdout = never-seen people (the membership-inference baseline). The report is written.
 
 Usage: HF_HUB_OFFLINE=1 python scripts/eval_history_demo.py [WORKDIR] [--format html|md]
-Teaching is cached in WORKDIR; a rerun starts a fresh workspace but reuses the taught models.
+The taught models are the scenario's (cached in the forgetctl cache); a rerun starts a fresh workspace.
 """
 
 from __future__ import annotations
@@ -45,16 +45,12 @@ def _write(path: Path, rows) -> Path:
     return path
 
 
-def _teach(base, records, out: Path, label: str):
-    from forgetctl.adapters.finetune import teach_facts
+def print_progress(label: str):
+    def report(step: int, total: int, loss: float) -> None:
+        if step == total or step % 10 == 0:
+            print(f"teaching {label}: step {step}/{total}, loss {loss:.3f}", flush=True)
 
-    if (out / "config.json").is_file():
-        print(f"[cached] {label}: {out}")
-        return out
-    t = time.perf_counter()
-    result = teach_facts(base, records, out)
-    print(f"taught {label} in {time.perf_counter() - t:.0f}s, final epoch loss {result.losses[-1]:.3f}")
-    return out
+    return report
 
 
 def main() -> None:
@@ -64,12 +60,11 @@ def main() -> None:
     parser.add_argument("--retain-people", type=int, default=6, help="deployed people kept in the retain eval set")
     args = parser.parse_args()
 
-    from forgetctl.adapters.base_model import resolve_base
+    from forgetctl.ops import scenario
     from forgetctl.ops.compose import rollback
     from forgetctl.ops.evaluate import build_report, evaluate_version
     from forgetctl.ops.train import train_request
     from forgetctl.ops.workspace import init_workspace
-    from forgetctl.records import record_from_obj
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -80,7 +75,6 @@ def main() -> None:
     deployed_people = splits["deployed"]
     person_a, person_b = deployed_people[0], deployed_people[1]
     kept = deployed_people[2:]
-    taught = [r for p in deployed_people for r in by_person[p]]
     rng = random.Random(0)
     data = work / "data"
     data.mkdir(exist_ok=True)
@@ -91,11 +85,10 @@ def main() -> None:
     retain_eval = _write(data / "retain_eval.jsonl", [r for p in kept[: args.retain_people] for r in by_person[p]])
     holdout = _write(data / "holdout.jsonl", [r for p in splits["never_seen"] for r in by_person[p]])
 
-    base = resolve_base()
-    to_records = lambda rs: [record_from_obj(r, "people") for r in rs]  # noqa: E731
-    deployed = _teach(base, to_records(taught), work / "deployed", "deployed model (all deployed people)")
-    gold = _teach(base, to_records([r for p in kept for r in by_person[p]]), work / "never-saw-ab",
-                  "retain model (deployed people minus the two forgotten)")
+    # The scenario's cached models: the same deployed model as the demo, the tests and the benchmarks.
+    deployed = scenario.deployed_model(progress=print_progress("deployed model (all deployed people)"))
+    gold = scenario.never_seen_model([person_a, person_b],
+                                     progress=print_progress("retain model (deployed people minus the two forgotten)"))
 
     home = work / "workspace"
     shutil.rmtree(home, ignore_errors=True)

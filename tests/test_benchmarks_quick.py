@@ -72,3 +72,13 @@ def test_bench_deletion_cost_quick(tmp_path):
         assert "forget_nll" in runs[0]["scores"] and runs[0]["artifact_mb"] > 0
     # the adapter is a small fraction of the full-model artifacts the other two write
     assert data["arms"]["forget adapter"][0]["artifact_mb"] < data["arms"]["full-parameter unlearning"][0]["artifact_mb"]
+
+
+def test_compare_methods_quick(tmp_path):
+    stdout, data = run_quick("compare_methods", tmp_path)
+    assert "one deletion, every method" in stdout and "best trade-off:" in stdout
+    assert set(data["methods"]) == {"grad_ascent", "grad_diff", "npo", "simnpo", "idk", "rmu"}
+    assert data["best"] in data["methods"] and data["default"] in data["methods"]
+    for row in data["methods"].values():
+        assert row["steps"] >= 1 and "forget_exact_answer_rate" in row["scores"]
+    assert set(data["references"]) == {"deployed (before)", "never-seen (target)"}

@@ -51,7 +51,9 @@ def test_train_registers_composes_moves_head_and_stores_no_text(home, qa_files, 
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert (out["version"], out["composition"], out["parent"], out["method"]) == ("v1", "c1", "c0", "npo")
-    assert out["steps"] == 3 and out["stop_reason"] in ("budget", "target_met")
+    # the holdout (here the retain file) sets a never-seen target: training may stop as soon as it is met
+    assert (out["steps"], out["stop_reason"]) == (3, "budget") or (out["steps"] <= 3 and out["stop_reason"] == "target_met")
+    assert out["training"]["targets"]["forget_nll"] > 0
     assert out["metrics_after"]["forget_nll"] > out["metrics_before"]["forget_nll"]
     assert "mia_loss_auc" in out["metrics_after"]  # holdout given: membership inference measured
     with Registry.open(home) as reg:

@@ -10,7 +10,6 @@ A base spec is one of:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from forgetctl.digests import sha256_file
 from forgetctl.errors import InputError, NotFoundError
 
 DEFAULT_BASE = "smollm2"
@@ -41,14 +41,6 @@ def embedded_gguf_path() -> Path:
     if not found:
         raise NotFoundError(f"no .gguf file inside {folder}")
     return found[0]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
@@ -90,7 +82,7 @@ def resolve_base(spec: str | None = None) -> Path:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise NotFoundError(f"GGUF file not found: {path}")
-        return convert_gguf(path.resolve(), cache_root() / "models" / f"{path.stem}-{_file_digest(path)[:12]}")
+        return convert_gguf(path.resolve(), cache_root() / "models" / f"{path.stem}-{sha256_file(path)[:12]}")
     if path.is_dir():
         if not path.joinpath("config.json").is_file():
             raise InputError(f"{path} is not a transformers model folder (no config.json)")

@@ -7,7 +7,6 @@ Deltas are summed at (at least) fp32 precision; each tensor is rounded once back
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from safetensors.torch import save_file
 
 from forgetctl.adapters import safetensors_stream as st
 from forgetctl.adapters.lora_delta import LoraFactors, read_adapter_config, read_lora_factors
+from forgetctl.digests import sha256_file
 from forgetctl.errors import IncompatibleError, InputError
 
 EXPORT_MARKER = "forgetctl_export.json"
@@ -248,14 +248,6 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_card(base_dir, adapter_dirs) -> str:
     lines = ["---", "library_name: transformers", "tags: [forgetctl, unlearning]", "---", "", "# Merged forgetctl export", ""]
     lines += [f"Base: `{Path(base_dir).name}`", "", "Adapters folded in, in order:"]
@@ -344,7 +336,7 @@ def merge_export(
         manifest = {
             "schema": 1,
             "kind": "merged-export",
-            "adapters": [{"name": d.name, "sha256": _sha256_file(d / "adapter_model.safetensors")} for d in dirs],
+            "adapters": [{"name": d.name, "sha256": sha256_file(d / "adapter_model.safetensors")} for d in dirs],
             "weight_files": digests,
             "dtypes": sorted({t.dtype for layout in layouts.values() for t in layout.tensors}),
             "files": sorted(p.name for p in tmp.iterdir()),
@@ -474,7 +466,7 @@ def squash(adapter_dirs, out_dir, mode: str = "exact", rank: int | None = None, 
         "mode": mode,
         "rank": r if mode == "exact" else rank,
         "modules": len(modules),
-        "sources": [{"name": d.name, "sha256": _sha256_file(d / "adapter_model.safetensors")} for d in dirs],
+        "sources": [{"name": d.name, "sha256": sha256_file(d / "adapter_model.safetensors")} for d in dirs],
     }
     if mode == "svd":
         report["relative_error"] = (total_err2 / total_norm2) ** 0.5 if total_norm2 > 0 else 0.0

@@ -49,7 +49,7 @@ class ForgetConfig:
     forget_nll_target: float | None = None  # stop when the forget-set mean NLL is at least this
     extraction_target: float | None = None  # stop when at most this fraction of forget answers is reproduced verbatim
     retain_nll_max_increase: float | None = 0.5  # nats over the starting retain NLL
-    check_every: int = 5  # steps between stop checks
+    check_every: int | None = None  # steps between stop checks; None: every step for small forget sets, scaled up for large ones
     schema: int = field(default=SCHEMA_VERSION)
 
     def __post_init__(self):
@@ -63,7 +63,9 @@ class ForgetConfig:
             raise InputError(f"config schema {self.schema} is not supported (this forgetctl reads {SCHEMA_VERSION})")
         if self.method not in OBJECTIVES:
             raise InputError(f"unknown method '{self.method}' (choose from {', '.join(OBJECTIVES)})")
-        _check_positive_ints(self, "rank", "batch_size", "grad_accum", "max_length", "check_every")
+        _check_positive_ints(self, "rank", "batch_size", "grad_accum", "max_length")
+        if self.check_every is not None:
+            _check_positive_ints(self, "check_every")
         _check_positive(self, "alpha", "lr", "max_grad_norm", "npo_beta", "simnpo_beta")
         _check_nonnegative(self, "retain_weight", "kl_weight", "rmu_steering_coeff", "rmu_alpha", "simnpo_gamma")
         if not 0.0 <= self.dropout < 1.0:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -72,7 +73,9 @@ def build_training_model(base_dir, stack_dirs, config: ForgetConfig):
         bias="none", task_type="CAUSAL_LM",
     )
     try:
-        peft_model = get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft reads a property transformers 5 renamed: noise, not a problem of ours
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(model, lora)
     except ValueError as exc:  # peft: target modules not found in the base model
         raise InputError(f"LoRA target modules: {' '.join(str(exc).split())}") from None
     if config.gradient_checkpointing:
@@ -202,14 +205,28 @@ class _Trainer:
                 inputs.ref_retain = self._reference(retain)
         return obj.total_loss(self.objective, inputs, self.cfg)
 
-    def check(self) -> dict[str, float]:
+    def check(self, retain: bool = True) -> dict[str, float]:
         size = self.cfg.batch_size * 4
         forget = measure(self.model, self.check_forget, self.pad_id, size, self.device)
         out = {"eval_forget_nll": forget["nll"], "eval_forget_extraction": forget["extraction"]}
-        if self.check_retain:
-            retain = measure(self.model, self.check_retain, self.pad_id, size, self.device)
-            out.update(eval_retain_nll=retain["nll"], eval_retain_extraction=retain["extraction"])
+        if retain and self.check_retain:
+            measured = measure(self.model, self.check_retain, self.pad_id, size, self.device)
+            out.update(eval_retain_nll=measured["nll"], eval_retain_extraction=measured["extraction"])
         return out
+
+    def check_interval(self) -> int:
+        """Steps between forget checks. Forgetting can jump past the never-seen level within a few
+        steps, so small forget sets are checked every step; larger ones so that a check costs about
+        as much as one training step (a step runs ~4 batch-sized passes forward and back)."""
+        if self.cfg.check_every is not None:
+            return self.cfg.check_every
+        per_step = self.cfg.batch_size * self.cfg.grad_accum * 4
+        return max(1, math.ceil(len(self.check_forget) / per_step))
+
+    def forget_target_met(self, metrics: dict, targets: dict) -> bool:
+        if "forget_nll" in targets and metrics["eval_forget_nll"] < targets["forget_nll"]:
+            return False
+        return not ("forget_extraction" in targets and metrics["eval_forget_extraction"] > targets["forget_extraction"])
 
     def resolve_targets(self) -> dict[str, float]:
         """Explicit targets win; otherwise a holdout set (never-seen data) sets them at its own level."""
@@ -223,13 +240,7 @@ class _Trainer:
             targets = {"forget_nll": level["nll"], "forget_extraction": level["extraction"]}
         return targets
 
-    def done(self, metrics: dict, start: dict, targets: dict) -> bool:
-        if not targets:
-            return False
-        if "forget_nll" in targets and metrics["eval_forget_nll"] < targets["forget_nll"]:
-            return False
-        if "forget_extraction" in targets and metrics["eval_forget_extraction"] > targets["forget_extraction"]:
-            return False
+    def retain_within_bound(self, metrics: dict, start: dict) -> bool:
         bound = self.cfg.retain_nll_max_increase
         return bound is None or "eval_retain_nll" not in metrics or metrics["eval_retain_nll"] <= start["eval_retain_nll"] + bound
 
@@ -244,6 +255,7 @@ def run_training(model, tokenizer, forget, retain, config: ForgetConfig, progres
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     targets = trainer.resolve_targets()
+    interval = trainer.check_interval()
     start = trainer.check() if targets else {}  # checks cost forward passes: only when something is watched
     trajectory = [{"step": 0, **start}] if start else []
     metrics, stop_reason, step = start, "budget", 0
@@ -262,13 +274,18 @@ def run_training(model, tokenizer, forget, retain, config: ForgetConfig, progres
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             entry = {"step": step, **sums, "grad_norm": grad_norm, "lr": config.lr}
-            if targets and (step == total or step % config.check_every == 0):
-                metrics = trainer.check()
+            met = False
+            if targets and (step == total or step % interval == 0):
+                # the retain set (larger) is measured only where it decides something: at a stop or the end
+                metrics = trainer.check(retain=False)
+                met = trainer.forget_target_met(metrics, targets)
+                if met or step == total:
+                    metrics = {**metrics, **trainer.check(retain=True)}
                 entry.update(metrics)
             trajectory.append(entry)
             if progress:
                 progress(step, total, entry)
-            if "eval_forget_nll" in entry and trainer.done(entry, start, targets):
+            if met and trainer.retain_within_bound(entry, start):
                 stop_reason = "target_met"
                 break
     finally:

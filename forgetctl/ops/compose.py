@@ -5,9 +5,9 @@ Torch is imported lazily (inside functions) so importing forgetctl.ops stays che
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from forgetctl.digests import sha256_file
 from forgetctl.errors import IncompatibleError, InputError, IntegrityError, NotFoundError
 from forgetctl.registry import Registry
 from forgetctl.registry.fingerprint import fingerprint, short
@@ -38,14 +38,6 @@ def _resolve(reg, ref: str):
                 f"but this workspace's base is {reg.base.fingerprint}"
             )
     return comp, versions
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _audit_head(reg) -> str | None:
@@ -173,7 +165,7 @@ def squash_versions(home=None, refs: list[str] = (), out_dir=None, mode: str = "
         result = squash([reg.adapter_dir(v) for v in versions], out_dir, mode=mode, rank=rank,
                         base_fingerprint=reg.base.fingerprint)
         outputs = {k: result[k] for k in ("mode", "rank", "modules")}
-        outputs["adapter_sha256"] = _sha256(Path(result["out_dir"]) / "adapter_model.safetensors")
+        outputs["adapter_sha256"] = sha256_file(Path(result["out_dir"]) / "adapter_model.safetensors")
         if mode == "svd":
             outputs["relative_error"] = result["relative_error"]
         reg.audit("squash", {"adapters": [v.id for v in versions]}, outputs, actor=actor)

@@ -100,10 +100,13 @@ def run_demo(console: Console, home=None, out_dir=None, steps: int | None = None
         files = scenario.write_request_files(person, home.parent / f"{home.name}-data")
         config = ForgetConfig(**{k: v for k, v in (("method", method), ("steps", steps)) if v is not None})
         console.print(f"request [bold]{request}[/bold]: forget everything about {person} ({config.method})")
-        result = train_request(
-            home, request, files["forget"], retain_path=files["retain"], holdout_path=files["holdout"],
-            config=config, reason="gdpr", subject=f"person-{deployed_people.index(person) + 1}",
-        )
+        console.print("  (scores the model before and after training: forget, retain and never-seen sets)")
+        with scenario.progress_bar(console, "training forget adapter") as report:
+            result = train_request(
+                home, request, files["forget"], retain_path=files["retain"], holdout_path=files["holdout"],
+                config=config, reason="gdpr", subject=f"person-{deployed_people.index(person) + 1}",
+                progress=lambda step, total, entry: report(step, total, entry["loss"]),
+            )
         console.print(
             f"  -> adapter {result['version']} ({result['steps']} steps, {result['seconds']:.0f} s, "
             f"stop: {result['stop_reason']}); HEAD = {result['composition']}"

@@ -6,11 +6,11 @@ counts, never text or file names. Torch is imported lazily so the CLI starts fas
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from forgetctl.digests import sha256_file
 from forgetctl.errors import IncompatibleError, InputError, NotFoundError
 from forgetctl.records import load_records
 
@@ -21,10 +21,6 @@ def _open(home):
     from forgetctl.registry import Registry
 
     return Registry.open(home)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _raw_objects(path: Path) -> list:
@@ -81,7 +77,7 @@ def load_eval_sets(**paths) -> tuple[dict, dict]:
         if path is None:
             continue
         sets[name] = load_records(path)
-        described[name] = {"sha256": _sha256(path), "count": len(sets[name])}
+        described[name] = {"sha256": sha256_file(path), "count": len(sets[name])}
     return sets, described
 
 
@@ -118,7 +114,6 @@ def evaluate_version(
     from forgetctl.adapters.compose import load_stacked
     from forgetctl.adapters.evaluate import TruthRatioItem, evaluate_model, missing_metrics, truth_ratios
     from forgetctl.adapters.metrics import forget_quality
-
     from forgetctl.registry import validate_name
 
     validate_name(label, "evaluation label", max_len=64)

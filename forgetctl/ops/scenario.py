@@ -25,7 +25,7 @@ from forgetctl.records import Record
 RECIPE_VERSION = 1
 # What the deployed assistant is taught with (see forgetctl.adapters.finetune.TeachConfig);
 # measured to memorise the deployed people's facts on a 2-core CPU in a few minutes.
-TEACH = {"epochs": 4, "lr": 3e-4, "batch_size": 8, "seed": 0, "max_length": 128, "warmup_steps": 5,
+TEACH = {"epochs": 8, "lr": 3e-4, "batch_size": 8, "seed": 0, "max_length": 128, "warmup_steps": 5,
          "train_embeddings": False}
 
 Progress = Callable[[int, int, float], None]
@@ -137,7 +137,7 @@ def _recipe_key(base_dir: Path, records: list[Record], teach: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _progress_fn(progress, label: str):
+def progress_bar(progress, label: str):
     """Accept a plain callback, a rich Console (shows a progress bar) or None."""
     from contextlib import nullcontext
 
@@ -168,7 +168,7 @@ def _build(name: str, records: list[Record], cache, progress, base: str | None) 
     out = _cache_dir(cache) / f"{name}-{_recipe_key(base_dir, records, TEACH)}"
     if out.joinpath("model.safetensors").is_file():
         return out
-    with _progress_fn(progress, f"teaching {name} model") as report:
+    with progress_bar(progress, f"teaching {name} model") as report:
         teach_facts(base_dir, records, out, config=TeachConfig(**TEACH), progress=report)
     return out
 

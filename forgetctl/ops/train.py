@@ -7,7 +7,6 @@ logged or stored: the registry gets numbers, a salted commitment and the files' 
 
 from __future__ import annotations
 
-import hashlib
 import random
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from forgetctl import __version__
+from forgetctl.digests import sha256_file
 from forgetctl.errors import ForgetctlError, IncompatibleError, InputError, NotFoundError
 from forgetctl.records import load_records
 from forgetctl.registry import REASONS, Registry, commit, validate_name
@@ -25,14 +25,6 @@ SIDECAR_SCHEMA = 1
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sample(records: list, limit: int, seed: int) -> list:
@@ -147,7 +139,7 @@ def train_request(
             "parent_composition": head.id, "metrics_before": _finite(before), "metrics_after": _finite(after),
             "stop_reason": result.stop_reason, "steps": result.steps, "device": result.device, "dtype": result.dtype,
             "started_at": started, "finished_at": _now(), "versions": _library_versions(),
-            "commitment": commitment.to_dict(), "data_sha256": {name: _sha256(p) for name, p in paths.items()},
+            "commitment": commitment.to_dict(), "data_sha256": {name: sha256_file(p) for name, p in paths.items()},
             "training": {
                 "seconds": round(result.seconds, 3), "start": _finite(result.start), "end": _finite(result.end),
                 "targets": _finite(result.targets), "truncated": result.truncated,

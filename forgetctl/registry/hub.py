@@ -9,7 +9,6 @@ Tokens are only handed to huggingface_hub: never printed, logged or audited.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from forgetctl.digests import sha256_file
 from forgetctl.errors import AuthError, ForgetctlError, IncompatibleError, InputError, IntegrityError, NotFoundError
 from forgetctl.registry.workspace import Workspace
 
@@ -179,14 +179,6 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 # ----------------------------------------------------------------------------- content
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def hub_base_model(spec: str, path: str) -> str:
     """What to call the base on the Hub: a Hub id when the workspace base has one, else its folder name
     (a local absolute path means nothing to others and leaks the pusher's file layout)."""
@@ -230,7 +222,7 @@ def adapter_card(version, meta: dict, base_model: str, base_fp: str, audit_head:
                        "tags": ["unlearning", "forgetctl", "lora", "machine-unlearning"]}),
         f"# Forget adapter {version.label} (forgetctl)",
         "",
-        f"A LoRA *forget adapter* made by [forgetctl](https://github.com/) to remove the influence of the data of",
+        "A LoRA *forget adapter* made by [forgetctl](https://github.com/) to remove the influence of the data of",
         f"deletion request `{version.request_id}` from `{base_model}` (machine unlearning). The base stays frozen:",
         "apply the adapter on top of it, or merge it into the weights.",
         "",

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from forgetctl.digests import sha256_file
 from forgetctl.errors import InputError, NotFoundError
 from forgetctl.registry.audit import canonical_json
 from forgetctl.registry.workspace import Workspace
@@ -25,14 +26,6 @@ OPTIONAL_FILES = ("trajectory.json",)
 SIDECAR, MANIFEST = "forgetctl.json", "manifest.json"
 SECRET_BYTES = 32
 STALE_SECONDS = 3600  # staged folders older than this belong to dead processes
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:
