@@ -1,8 +1,9 @@
 """Real-model tier: the fictitious-people scenario on the embedded SmolLM2-135M-Instruct.
 
-The deployed model (the base fine-tuned on 14 invented people's records) and the never-seen
-model (the same recipe without the forgotten person) are built once and cached; the deletion runs
-through the public API the CLI uses. Minutes on a 2-core CPU: marked slow.
+The deployed model (the base fine-tuned on 14 invented people's records) is built once and cached;
+the deletion runs through the public API the CLI uses. The never-seen level is that of the holdout
+people, whom the deployed model never saw (scripts/compare_methods.py also builds a model retrained
+without the person and finds the two levels within 0.1 nats). Minutes on a 2-core CPU: marked slow.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ def world():
 
     person = sc.deployed_people()[0]
     sets, facts = sc.scenario_sets([person]), sc.scenario_facts([person])
-    deployed, never_seen = sc.deployed_model(), sc.never_seen_model([person])
+    deployed = sc.deployed_model()
 
     def scores(model, tokenizer):
         return evaluate_model(model, tokenizer, sets, max_new_tokens=24, answer_keys=facts)
 
-    refs = {name: scores(*load_base(path, device="cpu")) for name, path in (("deployed", deployed), ("never_seen", never_seen))}
-    return {"person": person, "deployed": deployed, "refs": refs, "scores": scores, "sc": sc}
+    return {"person": person, "deployed": deployed, "before": scores(*load_base(deployed, device="cpu")),
+            "scores": scores, "sc": sc}
 
 
 @pytest.fixture(scope="module")
@@ -61,34 +62,33 @@ def forgotten(world, tmp_path_factory):
 
 
 def test_the_deployed_model_memorised_the_people(world):
-    deployed, never_seen = world["refs"]["deployed"], world["refs"]["never_seen"]
-    assert deployed["forget_exact_answer_rate"] >= 0.6
-    assert deployed["retain_exact_answer_rate"] >= 0.6
-    # the never-seen model cannot know the person's invented facts...
-    assert never_seen["forget_exact_answer_rate"] <= 0.2
-    # ...and finds them far less likely than the deployed model does
-    assert never_seen["forget_nll"] > deployed["forget_nll"] + 1.0
+    before = world["before"]
+    assert before["forget_exact_answer_rate"] >= 0.8
+    assert before["retain_exact_answer_rate"] >= 0.8
+    # it cannot know the never-seen people's invented facts, and finds them far less likely
+    assert before["holdout_exact_answer_rate"] <= 0.1
+    assert before["holdout_nll"] > before["forget_nll"] + 1.0
 
 
 def test_default_method_forgets_the_person_towards_the_never_seen_level(world, forgotten):
-    before, target, after = world["refs"]["deployed"], world["refs"]["never_seen"], forgotten["after"]
+    before, after = world["before"], forgotten["after"]
     # greedy answers no longer name the person's facts (at most one of six may still match)
-    assert after["forget_exact_answer_rate"] <= max(target["forget_exact_answer_rate"], 1 / 6) + 1e-9
+    assert after["forget_exact_answer_rate"] <= 1 / 6 + 1e-9
     # the true answers became several times less likely
     assert after["forget_answer_prob"] <= 0.5 * before["forget_answer_prob"]
     # near the never-seen level: not still remembered, and not pushed far past it
-    assert after["forget_nll"] >= target["forget_nll"] - 1.0
-    assert after["forget_nll"] <= target["forget_nll"] + 3.0
+    assert after["forget_nll"] >= before["holdout_nll"] - 1.0
+    assert after["forget_nll"] <= before["holdout_nll"] + 3.0
 
 
 def test_the_other_people_are_still_answered(world, forgotten):
-    before, after = world["refs"]["deployed"], forgotten["after"]
+    before, after = world["before"], forgotten["after"]
     assert after["retain_exact_answer_rate"] >= before["retain_exact_answer_rate"] - 0.15
     assert after["retain_nll"] <= before["retain_nll"] + 0.5
 
 
 def test_membership_inference_can_no_longer_tell_the_person_apart(world, forgotten):
-    before, after = world["refs"]["deployed"], forgotten["after"]
+    before, after = world["before"], forgotten["after"]
     assert before["mia_loss_auc"] >= 0.8  # memorised records stand out from never-seen people...
     assert after["mia_loss_auc"] <= before["mia_loss_auc"] - 0.2  # ...much less after the deletion
 

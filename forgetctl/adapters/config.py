@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from forgetctl.errors import InputError
 
 SCHEMA_VERSION = 1
-DEFAULT_METHOD = "npo"  # provisional: NPO + retain NLL; the real-model comparison decides
+DEFAULT_METHOD = "npo"  # best forgetting/utility trade-off on the real model: scripts/compare_methods.py, README
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
