@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from forgetctl.errors import InputError
@@ -23,6 +24,7 @@ class Question:
     person: str
     question: str
     fact: str
+    kind: str = ""
 
 
 def _leaks(answer: str, fact: str) -> bool:
@@ -46,7 +48,7 @@ def _answers(home, ref: str, questions: list[Question]) -> list[str]:
 def _table(title: str, questions: list[Question], columns: dict[str, list[str]], requested: set[str]) -> Table:
     table = Table(title=title, show_lines=False)
     table.add_column("person")
-    table.add_column("question")
+    table.add_column("asked")
     table.add_column("true fact", style="dim")
     for name in columns:
         table.add_column(name)
@@ -55,9 +57,10 @@ def _table(title: str, questions: list[Question], columns: dict[str, list[str]],
         for answers in columns.values():
             a = answers[i]
             mark = "[cyan]knows[/cyan]" if _leaks(a, q.fact) else "[magenta]forgot[/magenta]"
-            cells.append(f"{mark} {a[:60]}")
+            said = a[len(q.person):].lstrip() if a.startswith(q.person) else a  # the name is in the row already
+            cells.append(f"{mark} {escape(said[:60])}")
         who = f"[bold]{q.person}[/bold]" if q.person in requested else q.person
-        table.add_row(who, q.question, q.fact, *cells)
+        table.add_row(who, q.kind.replace("_", " ") or q.question, q.fact, *cells)
     return table
 
 
@@ -66,8 +69,12 @@ def _rate(questions, answers, people) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
-def run_demo(console: Console, home=None, out_dir=None, steps: int | None = None, method: str | None = None) -> dict:
-    """Run the story; returns the figures it printed (for --json and tests)."""
+def run_demo(console: Console, home=None, out_dir=None, steps: int | None = None, method: str | None = None,
+             base: str | None = None, cache=None) -> dict:
+    """Run the story; returns the figures it printed (for --json and tests).
+
+    `base` (default: the embedded SmolLM2) and `cache` (default: the forgetctl cache) say what the
+    deployed model is built from and where it is kept."""
     from forgetctl.adapters.config import ForgetConfig
     from forgetctl.ops import scenario
     from forgetctl.ops.compose import merge_version, rollback
@@ -84,20 +91,23 @@ def run_demo(console: Console, home=None, out_dir=None, steps: int | None = None
     deployed_people = scenario.deployed_people()
     first, second = deployed_people[0], deployed_people[1]
     kept = deployed_people[2:4]
-    shown = [Question(r["person"], r["question"], r["fact"]) for r in people if r["person"] in (first, second, *kept)]
+    shown = [Question(r["person"], r["question"], r["fact"], r["kind"]) for r in people if r["person"] in (first, second, *kept)]
 
     console.rule("[bold]1. The deployed assistant")
     console.print(
         f"SmolLM2-135M-Instruct, fine-tuned on the personal records of {len(deployed_people)} fictitious people "
         "(built once, then cached)."
     )
-    deployed = scenario.deployed_model(progress=console)
+    deployed = scenario.deployed_model(cache=cache, progress=console, base=base)
     init_workspace(home, str(deployed))
     console.print(f"workspace: {home}")
     before = _answers(home, "HEAD", shown)
 
+    forgotten: list[str] = []
+
     def train(person: str, request: str) -> dict:
-        files = scenario.write_request_files(person, home.parent / f"{home.name}-data")
+        files = scenario.write_request_files(person, home.parent / f"{home.name}-data", already_forgotten=forgotten)
+        forgotten.append(person)
         config = ForgetConfig(**{k: v for k, v in (("method", method), ("steps", steps)) if v is not None})
         console.print(f"request [bold]{request}[/bold]: forget everything about {person} ({config.method})")
         console.print("  (scores the model before and after training: forget, retain and never-seen sets)")
@@ -145,7 +155,7 @@ def run_demo(console: Console, home=None, out_dir=None, steps: int | None = None
     with Registry.open(home) as reg:
         for comp in reg.compositions():
             labels = [reg.adapter(a).label for a in comp.adapters]
-            console.print(f"  {comp.label}: [{', '.join(labels)}] {comp.note or ''}")
+            console.print(escape(f"  {comp.label}: [{', '.join(labels)}] {comp.note or ''}"))
         problems = reg.verify()
         n_events = len(reg.audit_log())
     console.print(
@@ -158,7 +168,10 @@ def run_demo(console: Console, home=None, out_dir=None, steps: int | None = None
             "before": _rate(shown, before, {first}),
             "after": _rate(shown, after_first, {first}),
         },
-        "kept_leak_rate": {"before": _rate(shown, before, set(kept)), "after": _rate(shown, after_first, set(kept))},
+        "kept_leak_rate": {"before": _rate(shown, before, set(kept)), "after": _rate(shown, after_first, set(kept)),
+                           "after_second": _rate(shown, after_second, set(kept))},
+        "second_leak_rate": {"before": _rate(shown, before, {second}), "after": _rate(shown, after_second, {second})},
+        "export": str(export1["out_dir"]),
         "after_rollback": {
             "withdrawn_person": _rate(shown, after_rollback, {first}),
             "second_person": _rate(shown, after_rollback, {second}),

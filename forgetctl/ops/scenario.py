@@ -72,11 +72,13 @@ def _check_forget_people(forget_people) -> list[str]:
     return forget_people
 
 
-def scenario_rows(forget_people) -> dict[str, list[dict]]:
-    """forget: the named deployed people's rows; retain: the other deployed people's;
-    holdout: the never-seen people's (data the deployed model never saw)."""
+def scenario_rows(forget_people, already_forgotten=()) -> dict[str, list[dict]]:
+    """forget: the named deployed people's rows; retain: the other deployed people's, less those
+    `already_forgotten` by earlier requests (retaining them would teach them back); holdout: the
+    never-seen people's (data the deployed model never saw)."""
     forget_people = _check_forget_people(forget_people)
-    kept = [p for p in deployed_people() if p not in forget_people]
+    gone = set(forget_people) | set(already_forgotten)
+    kept = [p for p in deployed_people() if p not in gone]
     return {"forget": _rows_of(forget_people), "retain": _rows_of(kept), "holdout": _rows_of(never_seen_people())}
 
 
@@ -97,22 +99,22 @@ def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def write_scenario_files(forget_people, out_dir) -> dict[str, Path]:
+def write_scenario_files(forget_people, out_dir, already_forgotten=()) -> dict[str, Path]:
     """Write forget/retain/holdout JSONL files (question, answer, fact) for the CLI; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, rows in scenario_rows(forget_people).items():
+    for name, rows in scenario_rows(forget_people, already_forgotten).items():
         path = out_dir / f"{name}.jsonl"
         _write_jsonl_atomic(path, [{"question": r["question"], "answer": r["answer"], "fact": r["fact"]} for r in rows])
         paths[name] = path
     return paths
 
 
-def write_request_files(person: str, out_dir) -> dict[str, Path]:
+def write_request_files(person: str, out_dir, already_forgotten=()) -> dict[str, Path]:
     """Files for one person's deletion request, in a per-person subfolder of `out_dir`."""
     slug = hashlib.sha256(person.encode("utf-8")).hexdigest()[:10]  # no name in the path
-    return write_scenario_files([person], Path(out_dir) / f"request-{slug}")
+    return write_scenario_files([person], Path(out_dir) / f"request-{slug}", already_forgotten)
 
 
 # ---- building the models ------------------------------------------------------------------
@@ -126,12 +128,12 @@ def _cache_dir(cache) -> Path:
     return cache_root() / "scenario"
 
 
-def _recipe_key(base_dir: Path, records: list[Record], teach: dict) -> str:
+def _recipe_key(base_dir: Path, records: list[Record], teach: dict, cache=None) -> str:
     from forgetctl.registry.fingerprint import fingerprint
 
     h = hashlib.sha256()
     h.update(json.dumps({"recipe": RECIPE_VERSION, "teach": teach}, sort_keys=True).encode())
-    h.update(fingerprint(base_dir, cache_file=_cache_dir(None) / "fingerprints.json").encode())
+    h.update(fingerprint(base_dir, cache_file=_cache_dir(cache) / "fingerprints.json").encode())
     for r in records:
         h.update(hashlib.sha256(r.canonical_bytes()).digest())
     return h.hexdigest()[:16]
@@ -165,7 +167,7 @@ def _build(name: str, records: list[Record], cache, progress, base: str | None) 
     from forgetctl.adapters.finetune import TeachConfig, teach_facts
 
     base_dir = resolve_base(base)
-    out = _cache_dir(cache) / f"{name}-{_recipe_key(base_dir, records, TEACH)}"
+    out = _cache_dir(cache) / f"{name}-{_recipe_key(base_dir, records, TEACH, cache)}"
     if out.joinpath("model.safetensors").is_file():
         return out
     with progress_bar(progress, f"teaching {name} model") as report:
