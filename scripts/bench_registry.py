@@ -124,7 +124,8 @@ def heavy_imports(args: list[str], home: Path) -> tuple[list[str], int]:
 def commands(n: int) -> list[tuple[str, list[str]]]:
     mid = max(1, n // 2)
     return [
-        ("list", ["list"]),
+        ("list", ["list"]),  # the newest 50 as a table, and a line counting the rest
+        ("list --all", ["list", "--all"]),
         ("list --json", ["list", "--json"]),
         (f"show v{mid}", ["show", f"v{mid}"]),
         ("log", ["log"]),

@@ -53,6 +53,21 @@ def test_init_is_idempotent_and_refuses_another_base(home, tiny_base_dir, other_
     assert "already unlearns against" in error_line(result)
 
 
+def test_list_shows_the_newest_versions_and_all_on_request(home, lora_dir):
+    with Registry.open(home) as reg:
+        for i in range(2, 53):
+            register(reg, lora_dir, f"req-{i}")
+    table = run(home, "list")
+    assert table.exit_code == 0
+    assert "req-52" in table.output and "req-3 " in table.output and "req-2 " not in table.output
+    assert "2 older versions not shown: --all lists every one" in table.output
+    everything = run(home, "list", "--all")
+    assert "req-1 " in everything.output and "not shown" not in everything.output
+    rows = ok_json(home, "list")
+    assert [r["label"] for r in rows] == [f"v{i}" for i in range(1, 53)]
+    assert "meta" not in rows[0] and rows[0]["in_head"] is True and rows[1]["in_head"] is False
+
+
 def test_list_and_show(home):
     rows = ok_json(home, "list")
     assert [(r["label"], r["request_id"], r["in_head"]) for r in rows] == [("v1", "req-1", True)]

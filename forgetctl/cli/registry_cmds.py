@@ -59,22 +59,32 @@ def init_cmd(ctx, base_spec, as_json):
     emit(data, as_json, render)
 
 
+LIST_SHOWN = 50  # table rows by default: the newest versions; --all for every one
+
+
 @click.command("list")
+@click.option("--all", "show_all", is_flag=True, help=f"Every version, not only the newest {LIST_SHOWN} (--json always lists all).")
 @json_option
 @click.pass_context
 @one_line_errors
-def list_cmd(ctx, as_json):
-    """List adapter versions."""
+def list_cmd(ctx, show_all, as_json):
+    """List adapter versions (newest last)."""
     with _open(ctx) as reg:
         head = set(reg.head().adapters)
-        data = [{**v.to_dict(), "in_head": v.id in head} for v in reg.adapters()]
+        versions = reg.adapters(with_meta=False)
+    data = [{**v.to_dict(), "in_head": v.id in head} for v in versions]
+    for row in data:
+        del row["meta"]  # the sidecar is `show`'s business
 
     def render(rows):
+        hidden = 0 if show_all else max(0, len(rows) - LIST_SHOWN)
         table = _table("adapter versions", "version", "id", "request", "reason", "subject", "method", "created", "in HEAD")
-        for r in rows:
+        for r in rows[hidden:]:
             table.add_row(r["label"], r["id"][:12], r["request_id"], r["reason"], r["subject"], r["method"],
                           r["created_at"][:19], "yes" if r["in_head"] else "")
         _console().print(table if rows else "no adapter versions yet")
+        if hidden:
+            _console().print(f"{hidden:,} older versions not shown: --all lists every one")
 
     emit(data, as_json, render)
 
