@@ -18,12 +18,7 @@ from forgetctl.registry import REASONS, Registry
 SECRET_WORDS = ("Lisbon", "birthplace of Alba", "marine biologist")  # forget-set text that must never be stored
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()
