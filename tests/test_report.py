@@ -76,6 +76,18 @@ def test_timeline_newest_value_of_each_metric_wins(history):
     assert point["evaluations"] == [2, 99]
 
 
+def test_the_next_requests_before_score_does_not_overwrite_this_state(history):
+    # train-after (request 1's forget set) then train-before of request 2 (another forget set), both on c1
+    own = build_timeline(history)[1]["metrics"]["forget_answer_prob"]
+    before_next = {"seq": 100, "label": "train-before", "created_at": "t",
+                   "metrics": {"forget_answer_prob": 0.97, "holdout_nll": 1.5}}
+    history["compositions"][1]["evaluations"].append(before_next)
+    point = build_timeline(history)[1]
+    assert own != 0.97 and point["metrics"]["forget_answer_prob"] == own  # still request 1's score
+    assert point["metrics"]["holdout_nll"] == 1.5  # what nothing else gave is filled in
+    assert point["evaluations"] == [2, 100]
+
+
 def test_html_report_is_self_contained(history, tmp_path):
     files = render_report(history, tmp_path / "out", "html")
     assert sorted(f.name for f in files) == ["report.html", "report.json"]

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 
+BEFORE_NEXT_REQUEST = "train-before"  # ops/train.py's label for the score of the parent state
+
+
 def composition_metrics(composition: dict) -> tuple[dict, list[int]]:
     """Stored metrics of a composition, newest value of each metric winning (as `forgetctl show`),
-    and the evaluation numbers they come from."""
+    and the evaluation numbers they come from. A "train-before" evaluation scores this state on the
+    *next* request's forget set, so it only fills what no other evaluation of the state gives: a
+    state's forget scores are those of the request that made it."""
     merged: dict[str, float] = {}
-    for evaluation in sorted(composition.get("evaluations") or [], key=lambda e: e["seq"]):
+    ordered = sorted(composition.get("evaluations") or [],
+                     key=lambda e: (e.get("label") != BEFORE_NEXT_REQUEST, e["seq"]))
+    for evaluation in ordered:
         merged.update(evaluation["metrics"])
     return merged, [e["seq"] for e in composition.get("evaluations") or []]
 
