@@ -17,11 +17,13 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -345,6 +347,20 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="results JSON path (default scripts/results/<name>.json)")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed after)")
     return parser
+
+
+@contextmanager
+def scratch_dir(args, prefix: str):
+    """The run's scratch folder: --workdir when given (kept, so a later run can reuse it), else a new
+    temporary folder removed on exit."""
+    if args.workdir:
+        yield Path(args.workdir)
+        return
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def quick_mode_threads() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -138,8 +137,7 @@ def main() -> int:
     counts = [int(c) for c in args.counts.split(",")] if args.counts else ([1, 4] if args.quick else [1, 4, 16, 64])
     # one round by default: merging 64 adapters takes minutes on a 2-core CPU; --repeats N to interleave more
     repeats = args.repeats or 1
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-compose-"))
-    try:
+    with bc.scratch_dir(args, "bench-compose-") as work:
         # --quick runs every arm inside this process (a smoke test: memory figures then mean little);
         # the full mode keeps torch out of this parent so each child's peak memory is its own.
         inproc = ARMS if args.quick else None
@@ -190,9 +188,6 @@ def main() -> int:
                                 "markdown": bc.markdown_table(columns, rows)}, args.out)
         print(f"results: {path}")
         return 0
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -251,9 +250,8 @@ def main() -> int:
     if args.quick:
         bc.quick_mode_threads()
     repeats = args.repeats or 1
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-deletion-"))
     inproc = ARMS if args.quick else None
-    try:
+    with bc.scratch_dir(args, "bench-deletion-") as work:
         common = {"quick": args.quick, "work": str(work), "person": args.person}
         bc.log("preparing the scenario (deployed and never-seen models)")
         prep = bc.run_arm(__file__, "prepare", common, inprocess=inproc)
@@ -329,9 +327,6 @@ def main() -> int:
             args.out)
         print(f"results: {path}")
         return 0
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

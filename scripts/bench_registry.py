@@ -161,8 +161,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([20, 100] if args.quick else [1000, 10000])
     repeats = args.repeats or (2 if args.quick else 5)
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-registry-"))
-    try:
+    with bc.scratch_dir(args, "bench-registry-") as work:
         homes, populate_rows = {}, []
         for n in sizes:
             home, marker = work / f"home-{n}", work / f"home-{n}.populated.json"
@@ -225,9 +224,6 @@ def main() -> int:
                                 "markdown": bc.markdown_table(columns, rows)}, args.out)
         print(f"results: {path}")
         return 0
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ their greedy tokens should agree: the table says whether they do.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,8 +103,7 @@ def main() -> int:
     big = 4 if args.quick else 16
     new_tokens = args.new_tokens or (8 if args.quick else 64)
     gens, prompts = (1, 1) if args.quick else (2, len(PROMPTS))
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    try:
+    with bc.scratch_dir(args, "bench-serving-") as work:
         inproc = ARMS if args.quick else None  # --quick: one process (smoke test); full: a fresh process per arm
         bc.log(f"making {big} random r=8 all-linear adapters, their merged export and squashed adapter")
         prep = bc.run_arm(__file__, "prepare", {"quick": args.quick, "base_spec": args.base, "work": str(work), "n": big},
@@ -156,9 +153,6 @@ def main() -> int:
                                 "markdown": bc.markdown_table(columns, rows)}, args.out)
         print(f"results: {path}")
         return 0
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ in nats (both "still remembered" and "forgotten past never-seen" are visible to 
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -73,9 +71,8 @@ def main() -> int:
     from forgetctl.adapters.train import train_forget_adapter
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="compare-methods-"))
-    params = {"quick": args.quick, "work": str(work), "person": args.person}
-    try:
+    with bc.scratch_dir(args, "compare-methods-") as work:
+        params = {"quick": args.quick, "work": str(work), "person": args.person}
         bc.log("preparing the scenario (deployed and never-seen models)")
         s = cost.scenario(params)
         refs = {}
@@ -114,9 +111,6 @@ def main() -> int:
                                 "markdown": bc.markdown_table(COLUMNS, rows)}, args.out)
         print(f"results: {path}")
         return 0
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
