@@ -185,16 +185,22 @@ def _summed_deltas(loaded):
         for module, f in factors.items():
             modules.setdefault(module, []).append(f)
     for module, fs in modules.items():
-        if len(fs) == 1 or any(f.fan_in_fan_out for f in fs):
-            delta = fs[0].delta()
-            for f in fs[1:]:
-                delta = delta + f.delta()
-        else:
-            # sum_i s_i B_i A_i == [s_1 B_1 ... s_n B_n] @ [A_1; ...; A_n]: one GEMM of rank sum(r_i)
-            # instead of n full-size products and n - 1 full-size additions
-            b = torch.cat([f.B.float() * f.scale for f in fs], dim=1)
-            delta = b @ torch.cat([f.A.float() for f in fs], dim=0)
-        yield module, delta
+        yield module, _delta_sum(fs, torch.float32)
+
+
+def _delta_sum(factors: list[LoraFactors], dtype: torch.dtype) -> torch.Tensor:
+    """sum_i s_i B_i A_i in `dtype`, as [s_1 B_1 ... s_n B_n] @ [A_1; ...; A_n]: one GEMM over the
+    concatenated ranks, where a rank-8 product per adapter would be memory-bound."""
+    plain = [f for f in factors if not f.fan_in_fan_out]
+    total = None
+    if plain:
+        b = torch.cat([f.B.to(dtype) * f.scale for f in plain], dim=1)
+        total = b @ torch.cat([f.A.to(dtype) for f in plain], dim=0)
+    for f in factors:
+        if f.fan_in_fan_out:
+            d = ((f.B.to(dtype) * f.scale) @ f.A.to(dtype)).T
+            total = d if total is None else total + d
+    return total
 
 
 # ----------------------------------------------------------------------------- merge / export
@@ -267,14 +273,7 @@ def _fold(weight: torch.Tensor, factors: list[LoraFactors]) -> torch.Tensor:
     Accumulated in fp64 so that BLAS summation order (thread count, CPU) cannot change a rounded
     bit: re-exports on another machine stay bit-identical.
     """
-    acc = weight.double()
-    plain = [f for f in factors if not f.fan_in_fan_out]
-    if plain:  # one GEMM over the concatenated ranks: a rank-8 product per adapter is memory-bound
-        acc += torch.cat([f.B.double() * f.scale for f in plain], dim=1) @ torch.cat([f.A.double() for f in plain], dim=0)
-    for f in factors:
-        if f.fan_in_fan_out:
-            acc += ((f.B.double() * f.scale) @ f.A.double()).T
-    return acc.to(weight.dtype)
+    return (weight.double() + _delta_sum(factors, torch.float64)).to(weight.dtype)
 
 
 def merge_export(
